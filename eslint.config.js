@@ -19,7 +19,17 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: ['../cli/*', '../lab/*', '../qemu/*', '../net/*', '../cloudinit/*', '../distro/*', '../provisioner/*'] },
+        {
+          patterns: [
+            '../cli/*',
+            '../lab/*',
+            '../qemu/*',
+            '../net/*',
+            '../cloudinit/*',
+            '../distro/*',
+            '../provisioner/*',
+          ],
+        },
       ],
     },
   },

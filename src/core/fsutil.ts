@@ -7,11 +7,7 @@ import { isErrno } from './errors.js';
  * Write a file so readers see the old content or the new, never a mix:
  * write a temp file in the same directory, fsync it, rename over the target.
  */
-export async function writeFileAtomic(
-  path: string,
-  data: string | Uint8Array,
-  mode = 0o644,
-): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   const fh = await fs.open(tmp, 'wx', mode);
   try {

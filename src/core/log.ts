@@ -7,7 +7,14 @@ function useColour(stream: Stream): boolean {
   return stream.isTTY === true;
 }
 
-const codes = { red: [31, 39], green: [32, 39], yellow: [33, 39], cyan: [36, 39], bold: [1, 22], dim: [2, 22] };
+const codes = {
+  red: [31, 39],
+  green: [32, 39],
+  yellow: [33, 39],
+  cyan: [36, 39],
+  bold: [1, 22],
+  dim: [2, 22],
+};
 export type Colour = keyof typeof codes;
 
 export function paint(colour: Colour, text: string, stream: Stream = process.stdout): string {

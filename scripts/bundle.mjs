@@ -1,0 +1,21 @@
+// Bundle the CLI into one ESM file: start-up then loads one module instead of hundreds.
+import { build } from 'esbuild';
+import { readFileSync } from 'node:fs';
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+await build({
+  entryPoints: ['src/cli/entry.ts'],
+  outfile: 'dist/pvmlab.mjs',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  sourcemap: true,
+  legalComments: 'none',
+  define: { PVMLAB_VERSION: JSON.stringify(pkg.version) },
+  // CommonJS dependencies (commander, cli-table3) call require() for Node built-ins.
+  banner: {
+    js: "import { createRequire as __pvmlabCreateRequire } from 'node:module'; const require = __pvmlabCreateRequire(import.meta.url);",
+  },
+  logLevel: 'warning',
+});

@@ -1,0 +1,98 @@
+import { Command } from '@commander-js/extra-typings';
+import { log } from '../core/log.js';
+import { loadLabConfig } from '../lab/config.js';
+import {
+  serviceStart,
+  serviceStatus,
+  serviceStop,
+  setupLaunchd,
+  resolveSocketVmnetBinary,
+} from '../net/launchd.js';
+import { socketVmnetSocketPath } from '../net/socketvmnet.js';
+import type { Context } from './context.js';
+import { printJson } from './output.js';
+import { networkDriver } from './network-driver.js';
+
+export function networkCommand(ctx: Context): Command {
+  const net = new Command('network').description(
+    'Start, stop or inspect the lab network (bridge on Linux, socket_vmnet on macOS)',
+  );
+  net
+    .command('start')
+    .description('Create the lab network')
+    .action(async () => {
+      const driver = networkDriver(ctx, await loadLabConfig(ctx.app));
+      await driver.start();
+      const s = await driver.status();
+      log.success(`Lab network ${s.name} (${s.driver}) is up`);
+    });
+  net
+    .command('stop')
+    .description('Remove the lab network')
+    .action(async () => {
+      const driver = networkDriver(ctx, await loadLabConfig(ctx.app));
+      await driver.stop();
+      log.success('Lab network stopped');
+    });
+  net
+    .command('status')
+    .description('Show the lab network')
+    .option('--json', 'print JSON', false)
+    .action(async (o) => {
+      const s = await networkDriver(ctx, await loadLabConfig(ctx.app)).status();
+      if (o.json) return printJson(s);
+      const detail = Object.entries(s.detail)
+        .map(([k, v]) => `${k}=${String(v)}`)
+        .join(' ');
+      log.out(`${s.driver} ${s.name}: ${s.up ? 'up' : 'down'}${detail ? ` (${detail})` : ''}`);
+    });
+  return net;
+}
+
+export function socketVmnetCommand(ctx: Context): Command {
+  const cmd = new Command('socket_vmnet').description('Manage the socket_vmnet launchd service (macOS)');
+  cmd
+    .command('start')
+    .description('Start the socket_vmnet service (may ask for your sudo password)')
+    .action(async () => {
+      await serviceStart(ctx.runner);
+      log.success('socket_vmnet service started');
+    });
+  cmd
+    .command('stop')
+    .description('Stop the socket_vmnet service')
+    .action(async () => {
+      await serviceStop(ctx.runner);
+      log.success('socket_vmnet service stopped');
+    });
+  cmd
+    .command('status')
+    .description('Is the socket_vmnet service running?')
+    .option('--json', 'print JSON', false)
+    .action(async (o) => {
+      const s = await serviceStatus(ctx.runner);
+      if (o.json) return printJson({ ...s, socket: socketVmnetSocketPath(ctx.env) });
+      log.out(
+        s.running
+          ? `socket_vmnet is running${s.pid ? ` (pid ${s.pid})` : ''}`
+          : `socket_vmnet is ${s.loaded ? 'loaded but not running' : 'not loaded'}`,
+      );
+    });
+  return cmd;
+}
+
+export function systemCommand(ctx: Context): Command {
+  const sys = new Command('system').description('System-level setup');
+  sys
+    .command('setup-launchd')
+    .description('Install and start the socket_vmnet launchd service (macOS, run with sudo)')
+    .action(async () => {
+      const steps = await setupLaunchd({
+        runner: ctx.runner,
+        socketVmnetBinary: resolveSocketVmnetBinary(ctx.env),
+        socketPath: socketVmnetSocketPath(ctx.env),
+      });
+      for (const s of steps) (s.kind === 'done' ? log.success : log.warn)(s.message);
+    });
+  return sys;
+}

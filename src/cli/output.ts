@@ -1,0 +1,13 @@
+import Table from 'cli-table3';
+import { log } from '../core/log.js';
+
+/** Print rows as a box table on a TTY-friendly layout, or as JSON with --json. */
+export function printTable(head: string[], rows: string[][]): void {
+  const t = new Table({ head, style: { head: [], border: [] } });
+  t.push(...rows);
+  log.out(t.toString());
+}
+
+export function printJson(value: unknown): void {
+  log.out(JSON.stringify(value, null, 2));
+}

@@ -1,0 +1,85 @@
+import { Command, Option } from '@commander-js/extra-typings';
+import { promises as fs } from 'node:fs';
+import { PvmlabError } from '../core/errors.js';
+import { log } from '../core/log.js';
+import { labDirs, sshKeyPath } from '../core/paths.js';
+import { loadDistros } from '../distro/distros.js';
+import { labConfigForSubnet, loadLabConfig, saveLabConfig, type LabConfig } from '../lab/config.js';
+import { ensureSshKey } from '../lab/sshkey.js';
+import { listVms } from '../lab/store.js';
+import { ensureLabDirs, type Context } from './context.js';
+import { checkDependencies } from './deps.js';
+import { printJson } from './output.js';
+import { networkDriver } from './network-driver.js';
+import { cleanVm } from './vm-run.js';
+
+export function setupCommand(ctx: Context): Command {
+  return new Command('setup')
+    .description('Create ~/.pvmlab, the lab SSH key and settings, and check the tools pvmlab needs')
+    .option('--subnet <cidr>', 'lab IPv4 subnet (provisioner at .1, the host at the last address)')
+    .option('--subnet6 <cidr>', 'lab IPv6 subnet, e.g. fd00:cafe:babe::/64')
+    .option('--bridge <name>', 'Linux bridge name for the lab network')
+    .addOption(
+      new Option('--network <driver>', 'lab network driver').choices(['bridge', 'socket_vmnet'] as const),
+    )
+    .option('--json', 'print the dependency report as JSON', false)
+    .action(async (o) => {
+      if (!o.json) log.info(`Setting up pvmlab in ${ctx.app}`);
+      await ensureLabDirs(ctx.app);
+      let config: LabConfig = await loadLabConfig(ctx.app);
+      if (o.subnet) config = labConfigForSubnet(o.subnet, config);
+      if (o.subnet6) config = { ...config, subnetv6: o.subnet6 };
+      if (o.bridge) config = { ...config, bridge: o.bridge };
+      if (o.network) config = { ...config, network: o.network };
+      await saveLabConfig(ctx.app, config);
+      await loadDistros(ctx.app);
+      const key = await ensureSshKey(sshKeyPath(ctx.app));
+      const deps = checkDependencies(process.platform, ctx.env);
+      const missing = deps.filter((d) => !d.found && d.required);
+      if (o.json) printJson({ app: ctx.app, lab: config, sshKeyCreated: key.created, dependencies: deps });
+      else {
+        log.success(
+          `Lab settings: subnet ${config.subnet}, ${config.network} network${config.network === 'bridge' ? ` on ${config.bridge}` : ''}`,
+        );
+        log.success(key.created ? 'SSH key generated.' : 'SSH key present.');
+        for (const d of deps) {
+          if (d.found) log.success(`${d.name}: ${d.path}`);
+          else
+            (d.required ? log.error : log.warn)(
+              `${d.name} not found (${d.why}); install with: ${d.install ?? 'see its documentation'}`,
+            );
+        }
+      }
+      if (missing.length)
+        throw new PvmlabError(`missing required tools: ${missing.map((d) => d.name).join(', ')}`);
+      if (!o.json) log.success('Setup complete.');
+    });
+}
+
+export function cleanCommand(ctx: Context): Command {
+  return new Command('clean')
+    .description('Stop all VMs and remove their files; downloaded images, the SSH key and settings are kept')
+    .option('--purge', 'remove the whole ~/.pvmlab directory, images included', false)
+    .action(async (o) => {
+      const { vms } = await listVms(ctx.app);
+      for (const vm of vms) {
+        log.info(`Cleaning VM ${vm.name}`);
+        await cleanVm(ctx, vm);
+      }
+      const config = await loadLabConfig(ctx.app).catch(() => undefined);
+      if (config && config.network === 'bridge' && process.platform === 'linux') {
+        await networkDriver(ctx, config)
+          .stop()
+          .catch((err: Error) => log.warn(`lab network not removed: ${err.message}`));
+      }
+      const d = labDirs(ctx.app);
+      if (o.purge) {
+        log.warn(`Purging ${ctx.app}`);
+        await fs.rm(ctx.app, { recursive: true, force: true });
+      } else {
+        for (const p of [d.vms, d.pids, d.monitors, d.logs, d.cloudInit, d.locks])
+          await fs.rm(p, { recursive: true, force: true });
+      }
+      log.success('Cleanup complete.');
+    });
+}

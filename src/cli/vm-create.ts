@@ -1,0 +1,161 @@
+import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { dirname } from 'node:path';
+import { PvmlabError, UsageError } from '../core/errors.js';
+import { vmFiles, sshKeyPath } from '../core/paths.js';
+import { log } from '../core/log.js';
+import { buildIso } from '../cloudinit/iso.js';
+import { targetSeedFiles } from '../cloudinit/nocloud.js';
+import { download, parseChecksumFile } from '../distro/download.js';
+import { findDistro, imagePath, loadDistros, type DistroArch } from '../distro/distros.js';
+import { assignAddresses, assignMac, checkNameFree } from '../lab/allocate.js';
+import { loadLabConfig, resolveLabConfig } from '../lab/config.js';
+import { VM_SCHEMA_VERSION, type VmDefinition } from '../lab/schema.js';
+import { ensureSshKey } from '../lab/sshkey.js';
+import { listVms, saveVm, withLabLock } from '../lab/store.js';
+import { parseSubnet, type Arch } from '../lab/validate.js';
+import { createBlankDisk, createOverlayDisk } from '../qemu/img.js';
+import { ensureLabDirs, type Context } from './context.js';
+import { downloadProgressBar } from './progress.js';
+
+export interface CreateRequest {
+  name: string;
+  arch: Arch;
+  ip?: string;
+  ipv6?: string;
+  mac?: string;
+  diskBytes: number;
+  pxeboot: boolean;
+  distro?: string;
+  memoryMiB: number;
+  cpus: number;
+}
+
+export const DEFAULT_DISTRO = 'ubuntu-24.04';
+
+/** Fetch the distro image (outside the lab lock: it can take minutes). */
+async function ensureImage(ctx: Context, distro: string, arch: Arch, entry: DistroArch): Promise<string> {
+  const dest = imagePath(ctx.app, distro, arch, entry.qcow2_url);
+  let sha256 = entry.sha256;
+  const existing = await fs.stat(dest).catch(() => undefined);
+  if (existing) return dest;
+  if (!sha256 && entry.checksum_url) {
+    const r = await fetch(entry.checksum_url).catch((err: Error) => {
+      throw new PvmlabError(`cannot fetch checksums ${entry.checksum_url}: ${err.message}`);
+    });
+    if (!r.ok) throw new PvmlabError(`cannot fetch checksums ${entry.checksum_url}: HTTP ${r.status}`);
+    const name = dest.split('/').pop() ?? '';
+    sha256 = parseChecksumFile(await r.text(), name);
+    if (!sha256) throw new PvmlabError(`${entry.checksum_url} does not list ${name}`);
+  }
+  log.info(`Downloading ${distro} (${arch}) from ${entry.qcow2_url}`);
+  const bar = downloadProgressBar(`${distro} ${arch}`);
+  const abort = new AbortController();
+  const onSigint = () => abort.abort(new Error('interrupted'));
+  process.once('SIGINT', onSigint);
+  try {
+    await download({
+      url: entry.qcow2_url,
+      dest,
+      onProgress: (p) => bar.update(p),
+      signal: abort.signal,
+      ...(sha256 ? { sha256 } : {}),
+    });
+  } finally {
+    bar.stop();
+    process.off('SIGINT', onSigint);
+  }
+  log.success(
+    sha256
+      ? 'Download complete, checksum verified.'
+      : 'Download complete (no checksum listed for this image).',
+  );
+  return dest;
+}
+
+/**
+ * Create a VM definition with its disk (and seed ISO for disk VMs). Everything after the
+ * download happens under the lab lock and is undone if any step fails.
+ */
+export async function createVm(ctx: Context, req: CreateRequest): Promise<VmDefinition> {
+  await ensureLabDirs(ctx.app);
+  const lab = resolveLabConfig(await loadLabConfig(ctx.app));
+  // Fail fast on conflicts we can already see, before a long download.
+  {
+    const { vms } = await listVms(ctx.app);
+    checkNameFree(vms, req.name);
+    assignAddresses(lab, vms, { ...(req.ip ? { ip: req.ip } : {}), ...(req.ipv6 ? { ipv6: req.ipv6 } : {}) });
+    if (req.mac) assignMac(vms, req.mac, randomBytes);
+  }
+  const distroName = req.distro ?? (req.pxeboot ? undefined : DEFAULT_DISTRO);
+  let entry: DistroArch | undefined;
+  if (distroName) entry = findDistro(await loadDistros(ctx.app), distroName, req.arch);
+  const baseImage =
+    !req.pxeboot && entry && distroName ? await ensureImage(ctx, distroName, req.arch, entry) : undefined;
+  const key = await ensureSshKey(sshKeyPath(ctx.app));
+
+  return withLabLock(ctx.app, async () => {
+    const { vms } = await listVms(ctx.app);
+    checkNameFree(vms, req.name);
+    const addr = assignAddresses(lab, vms, {
+      ...(req.ip ? { ip: req.ip } : {}),
+      ...(req.ipv6 ? { ipv6: req.ipv6 } : {}),
+    });
+    const mac = assignMac(vms, req.mac, randomBytes);
+    const files = vmFiles(ctx.app, req.name);
+    const created: string[] = [];
+    try {
+      created.push(files.disk);
+      if (baseImage) await createOverlayDisk(ctx.runner, baseImage, files.disk, req.diskBytes);
+      else await createBlankDisk(ctx.runner, files.disk, req.diskBytes);
+      if (!req.pxeboot) {
+        const prov = vms.find((v) => v.role === 'provisioner');
+        const seed = targetSeedFiles({
+          name: req.name,
+          mac,
+          ip: addr.ip,
+          prefix: parseSubnet(addr.subnet, 'ipv4', 'subnet').prefix,
+          ...(addr.ipv6 && addr.subnetv6
+            ? { ipv6: addr.ipv6, prefix6: parseSubnet(addr.subnetv6, 'ipv6', 'subnetv6').prefix }
+            : {}),
+          gateway: prov?.ip ?? lab.config.provisioner_ip,
+          sshPublicKey: key.publicKey,
+        });
+        created.push(files.seedDir);
+        await fs.mkdir(files.seedDir, { recursive: true });
+        for (const f of seed) await fs.writeFile(`${files.seedDir}/${f.name}`, f.content);
+        created.push(files.seedIso);
+        await fs.mkdir(dirname(files.seedIso), { recursive: true });
+        const iso = buildIso(
+          seed.map((f) => ({ name: f.name, data: Buffer.from(f.content) })),
+          { volumeId: 'cidata' },
+        );
+        await fs.writeFile(files.seedIso, iso);
+      }
+      const vm: VmDefinition = {
+        name: req.name,
+        role: 'target',
+        arch: req.arch,
+        ip: addr.ip,
+        subnet: addr.subnet,
+        ...(addr.ipv6 ? { ipv6: addr.ipv6, subnetv6: addr.subnetv6 } : {}),
+        mac,
+        pxeboot: req.pxeboot,
+        ...(distroName ? { distro: distroName } : {}),
+        ssh_key: key.publicKey,
+        ...(entry?.kernel_path ? { kernel: entry.kernel_path.split('/').pop() } : {}),
+        ...(entry?.initrd_path ? { initrd: entry.initrd_path.split('/').pop() } : {}),
+        memory: req.memoryMiB,
+        cpus: req.cpus,
+        schema_version: VM_SCHEMA_VERSION,
+      };
+      created.push(files.definition);
+      await saveVm(ctx.app, vm);
+      return vm;
+    } catch (err) {
+      await Promise.all(created.map((p) => fs.rm(p, { recursive: true, force: true })));
+      if (err instanceof UsageError || err instanceof PvmlabError) throw err;
+      throw new PvmlabError(`creating VM '${req.name}' failed: ${(err as Error).message}`, { cause: err });
+    }
+  });
+}

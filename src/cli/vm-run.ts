@@ -1,0 +1,190 @@
+import { promises as fs } from 'node:fs';
+import { PvmlabError, UsageError } from '../core/errors.js';
+import { log } from '../core/log.js';
+import { labDirs, vmFiles, sshKeyPath } from '../core/paths.js';
+import { pathExists, removePath } from '../core/fsutil.js';
+import { loadLabConfig } from '../lab/config.js';
+import type { VmDefinition } from '../lab/schema.js';
+import { listVms, loadVm, deleteVmDefinition, withLabLock } from '../lab/store.js';
+import { detectAccel } from '../qemu/accel.js';
+import type { BootTarget } from '../qemu/argv.js';
+import { findFirmware } from '../qemu/firmware.js';
+import { ensureVarsFile, startQemu, stopQemu } from '../qemu/lifecycle.js';
+import { vmProcess } from '../qemu/process.js';
+import { ensureLabDirs, type Context } from './context.js';
+import { networkDriver } from './network-driver.js';
+import { waitForCloudInit } from './wait.js';
+
+export interface StartOptions {
+  interactive: boolean;
+  wait: boolean;
+  boot?: BootTarget;
+  installerNoReboot: boolean;
+  accel?: string;
+  memoryMiB?: number;
+  cpus?: number;
+  waitTimeoutMs?: number;
+}
+
+export const DEFAULT_MEMORY_MIB = { provisioner: 4096, target: 2048 } as const;
+export const DEFAULT_CPUS = 2;
+
+export async function startVm(ctx: Context, name: string, opts: StartOptions): Promise<void> {
+  if (opts.wait && opts.interactive) throw new UsageError('--wait and --interactive cannot be used together');
+  const vm = await loadVm(ctx.app, name);
+  const files = vmFiles(ctx.app, name);
+  if ((await vmProcess(files.pid)).state === 'running')
+    throw new PvmlabError(`VM '${name}' is already running`);
+  const boot: BootTarget = opts.boot ?? (vm.pxeboot ? 'disk' : 'disk');
+  const pxe = opts.boot === 'pxe' || vm.pxeboot === true;
+  if (opts.wait && pxe)
+    throw new UsageError(
+      `--wait on a PXE VM needs the provisioning timeline, which is not built yet; watch 'pvmlab vm logs ${name}' instead`,
+    );
+  if (!(await pathExists(files.disk)))
+    throw new PvmlabError(
+      `disk ${files.disk} is missing: recreate the VM with 'pvmlab vm clean ${name}' and 'pvmlab vm create'`,
+    );
+  const seedIso = vm.pxeboot ? undefined : files.seedIso;
+  if (seedIso && !(await pathExists(seedIso)))
+    throw new PvmlabError(`cloud-init seed ${seedIso} is missing: recreate the VM`);
+  if (!vm.mac) throw new PvmlabError(`VM '${name}' has no MAC address in its definition`);
+
+  // The stack reads this marker to leave the installer at a shell instead of rebooting.
+  if (opts.installerNoReboot) await fs.writeFile(files.noreboot, '');
+  else await fs.rm(files.noreboot, { force: true });
+
+  await ensureLabDirs(ctx.app);
+  const config = await loadLabConfig(ctx.app);
+  const driver = networkDriver(ctx, config);
+  const firmware = findFirmware(vm.arch, ctx.env);
+  await ensureVarsFile(firmware.varsTemplate, files.varsFd);
+  const accel = await detectAccel(ctx.runner, vm.arch, opts.accel, ctx.env);
+  const nic = await driver.attach({ name, mac: vm.mac });
+  log.info(`Starting VM '${name}' (${vm.arch}, ${accel}, ${vm.pxeboot ? 'PXE' : 'disk'})`);
+  if (opts.interactive) {
+    log.info('Serial console attached. Ctrl-a x quits QEMU, Ctrl-a c toggles the QEMU monitor.');
+  }
+  try {
+    await startQemu(
+      {
+        name,
+        arch: vm.arch,
+        accel,
+        memoryMiB: opts.memoryMiB ?? vm.memory ?? DEFAULT_MEMORY_MIB[vm.role],
+        cpus: opts.cpus ?? vm.cpus ?? DEFAULT_CPUS,
+        firmware: { code: firmware.code, vars: files.varsFd },
+        disk: files.disk,
+        ...(seedIso ? { seedIso } : {}),
+        boot: opts.boot ?? boot,
+        mac: vm.mac,
+        nic,
+        files,
+        interactive: opts.interactive,
+      },
+      ctx.runner,
+    );
+  } catch (err) {
+    await driver.detach({ name }).catch(() => undefined);
+    throw err;
+  }
+  if (opts.interactive) {
+    await driver.detach({ name }).catch(() => undefined);
+    return;
+  }
+  log.success(`VM '${name}' is running; console log: ${files.log}`);
+  if (opts.wait) {
+    if (!vm.ip) throw new PvmlabError(`VM '${name}' has no IP address to wait on`);
+    await waitForCloudInit(ctx, vm, opts.waitTimeoutMs ?? waitTimeout(ctx.env));
+    log.success(`VM '${name}' is ready.`);
+  }
+}
+
+export function waitTimeout(env: NodeJS.ProcessEnv): number {
+  const s = Number(env.PVMLAB_WAIT_TIMEOUT);
+  return Number.isFinite(s) && s > 0 ? s * 1000 : 600_000;
+}
+
+export async function stopVm(ctx: Context, name: string, graceMs?: number): Promise<string> {
+  await loadVm(ctx.app, name);
+  const files = vmFiles(ctx.app, name);
+  const outcome = await stopQemu(files, {
+    onStep: (m) => log.info(m),
+    ...(graceMs !== undefined ? { graceMs } : {}),
+  });
+  const config = await loadLabConfig(ctx.app);
+  await networkDriver(ctx, config)
+    .detach({ name })
+    .catch((err: Error) => log.warn(`could not remove the VM's network device: ${err.message}`));
+  return outcome;
+}
+
+export interface VmStatusRow {
+  name: string;
+  role: string;
+  arch: string;
+  boot: 'pxe' | 'disk';
+  ip: string | null;
+  ipv6: string | null;
+  mac: string | null;
+  distro: string | null;
+  status: 'Running' | 'Stopped';
+  pid: number | null;
+}
+
+export async function vmStatusRows(
+  ctx: Context,
+): Promise<{ rows: VmStatusRow[]; invalid: { file: string; error: string }[] }> {
+  const { vms, invalid } = await listVms(ctx.app);
+  const rows = await Promise.all(
+    vms.map(async (vm): Promise<VmStatusRow> => {
+      const p = await vmProcess(vmFiles(ctx.app, vm.name).pid, ctx.runner);
+      return {
+        name: vm.name,
+        role: vm.role,
+        arch: vm.arch,
+        boot: vm.pxeboot ? 'pxe' : 'disk',
+        ip: vm.ip ?? null,
+        ipv6: vm.ipv6 ?? null,
+        mac: vm.mac ?? null,
+        distro: vm.distro ?? null,
+        status: p.state === 'running' ? 'Running' : 'Stopped',
+        pid: p.pid ?? null,
+      };
+    }),
+  );
+  return { rows, invalid };
+}
+
+/** Stop a VM if needed and remove every file it owns. */
+export async function cleanVm(ctx: Context, vm: VmDefinition | string): Promise<void> {
+  const name = typeof vm === 'string' ? vm : vm.name;
+  const files = vmFiles(ctx.app, name);
+  if ((await vmProcess(files.pid)).state === 'running') await stopVm(ctx, name, 10_000);
+  else
+    await networkDriver(ctx, await loadLabConfig(ctx.app))
+      .detach({ name })
+      .catch(() => undefined);
+  await withLabLock(ctx.app, async () => {
+    for (const p of [
+      files.disk,
+      files.varsFd,
+      files.noreboot,
+      files.seedIso,
+      files.seedDir,
+      files.log,
+      files.pid,
+      files.qmp,
+    ])
+      await removePath(p);
+    await deleteVmDefinition(ctx.app, name);
+  });
+}
+
+export function sshKey(ctx: Context): string {
+  return sshKeyPath(ctx.app);
+}
+
+export async function logsDirExists(ctx: Context): Promise<boolean> {
+  return pathExists(labDirs(ctx.app).logs);
+}

@@ -1,0 +1,223 @@
+import { Command, Option } from '@commander-js/extra-typings';
+import { promises as fs } from 'node:fs';
+import { PvmlabError, UsageError } from '../core/errors.js';
+import { log, paint } from '../core/log.js';
+import { sshKeyPath, vmFiles } from '../core/paths.js';
+import { pathExists } from '../core/fsutil.js';
+import { scpArgv, sshArgv, parseRemote } from '../lab/ssh.js';
+import { listVms, loadVm } from '../lab/store.js';
+import {
+  normalizeMac,
+  parsePositiveInt,
+  parseSize,
+  validateArch,
+  validateName,
+  type Arch,
+} from '../lab/validate.js';
+import { hostArch } from '../qemu/accel.js';
+import type { Context } from './context.js';
+import { printJson, printTable } from './output.js';
+import { createVm } from './vm-create.js';
+import { cleanVm, startVm, stopVm, vmStatusRows } from './vm-run.js';
+import { sshTarget } from './wait.js';
+
+/** `--memory 2048` (MiB), or with a unit: `2G`, `512M`. */
+export function parseMemory(text: string): number {
+  if (/^\d+$/.test(text)) return parsePositiveInt(text, '--memory', 1024 * 1024);
+  const bytes = parseSize(text, '--memory');
+  if (bytes % 2 ** 20 !== 0 || bytes < 2 ** 26)
+    throw new UsageError(`invalid --memory '${text}': use whole MiB, at least 64M`);
+  return bytes / 2 ** 20;
+}
+
+export function vmCommand(ctx: Context): Command {
+  const vm = new Command('vm').description('Create, run and remove target VMs');
+
+  vm.command('create')
+    .description('Create a target VM: a disk VM from a cloud image, or a blank-disk PXE VM')
+    .argument('<vm-name>', 'VM name (a hostname: lowercase letters, digits, -)')
+    .option(
+      '--ip <address>',
+      'IPv4 address inside the lab subnet, e.g. 192.168.100.10 or 192.168.100.10/24 (default: next free)',
+    )
+    .option('--ipv6 <address>', 'IPv6 address with prefix, e.g. fd00:cafe:babe::10/64')
+    .option('--mac <mac>', 'MAC address of the lab NIC (default: random, locally administered)')
+    .option('--disk-size <size>', 'disk size, e.g. 10G', '10G')
+    .option(
+      '--pxeboot',
+      'blank disk: the VM boots from the network and is installed by the provisioner',
+      false,
+    )
+    .option('--arch <arch>', "'x86_64' or 'aarch64' (default: the host's)")
+    .option('--distro <name>', 'distribution from distros.yaml (default for disk VMs: ubuntu-24.04)')
+    .option('--memory <size>', 'memory in MiB (or with a unit, e.g. 4G)', '2048')
+    .option('--cpus <n>', 'virtual CPUs', '2')
+    .action(async (name, o) => {
+      validateName(name);
+      const arch: Arch = validateArch(o.arch ?? hostArch() ?? 'x86_64');
+      const vmDef = await createVm(ctx, {
+        name,
+        arch,
+        ...(o.ip !== undefined ? { ip: o.ip } : {}),
+        ...(o.ipv6 !== undefined ? { ipv6: o.ipv6 } : {}),
+        ...(o.mac !== undefined ? { mac: normalizeMac(o.mac) } : {}),
+        diskBytes: parseSize(o.diskSize),
+        pxeboot: o.pxeboot,
+        ...(o.distro !== undefined ? { distro: o.distro } : {}),
+        memoryMiB: parseMemory(o.memory),
+        cpus: parsePositiveInt(o.cpus, '--cpus', 64),
+      });
+      log.success(
+        `VM '${vmDef.name}' created: ${vmDef.ip} ${vmDef.mac} (${vmDef.pxeboot ? 'PXE' : vmDef.distro})`,
+      );
+    });
+
+  vm.command('start')
+    .description('Start a VM in the background (or attached to its serial console with -i)')
+    .argument('<vm-name>')
+    .option('--wait', 'wait until cloud-init has finished in the guest (disk VMs)', false)
+    .option('-i, --interactive', "attach to the VM's serial console", false)
+    .addOption(new Option('--boot <device>', 'boot first from this device').choices(['disk', 'pxe'] as const))
+    .option(
+      '--installer-no-reboot',
+      'leave the installer at a shell instead of rebooting after a PXE install',
+      false,
+    )
+    .addOption(
+      new Option('--accel <accel>', 'accelerator (default: detected)').choices([
+        'kvm',
+        'hvf',
+        'tcg',
+      ] as const),
+    )
+    .option('--memory <size>', 'memory for this run, in MiB or with a unit')
+    .option('--cpus <n>', 'virtual CPUs for this run')
+    .action(async (name, o) => {
+      validateName(name);
+      await startVm(ctx, name, {
+        interactive: o.interactive,
+        wait: o.wait,
+        installerNoReboot: o.installerNoReboot,
+        ...(o.boot ? { boot: o.boot } : {}),
+        ...(o.accel ? { accel: o.accel } : {}),
+        ...(o.memory ? { memoryMiB: parseMemory(o.memory) } : {}),
+        ...(o.cpus ? { cpus: parsePositiveInt(o.cpus, '--cpus', 64) } : {}),
+      });
+    });
+
+  vm.command('stop')
+    .description('Stop a VM: ACPI power-off through QMP, then force if the guest ignores it')
+    .argument('<vm-name>')
+    .option('--timeout <seconds>', 'how long the guest gets to power off', '30')
+    .action(async (name, o) => {
+      validateName(name);
+      const outcome = await stopVm(ctx, name, parsePositiveInt(o.timeout, '--timeout', 3600) * 1000);
+      if (outcome === 'not-running') log.warn(`VM '${name}' is not running`);
+      else log.success(`VM '${name}' stopped (${outcome === 'powered-off' ? 'powered off' : 'forced'})`);
+    });
+
+  vm.command('list')
+    .description('List VMs and their status')
+    .option('--json', 'print JSON', false)
+    .action(async (o) => {
+      const { rows, invalid } = await vmStatusRows(ctx);
+      for (const i of invalid) log.warn(`skipping vms/${i.file}: ${i.error}`);
+      if (o.json) return printJson(rows);
+      if (rows.length === 0) return log.info('No VMs have been created yet.');
+      printTable(
+        ['NAME', 'ARCH', 'BOOT TYPE', 'PRIVATE IP', 'PRIVATE IPV6', 'MAC', 'DISTRO', 'STATUS'],
+        rows.map((r) => [
+          r.role === 'provisioner' ? paint('red', r.name) : r.name,
+          r.arch,
+          r.boot,
+          r.ip ?? '',
+          r.ipv6 ?? 'N/A',
+          r.mac ?? '',
+          r.role === 'provisioner' ? 'N/A (Provisioner)' : (r.distro ?? ''),
+          r.status === 'Running' ? paint('green', 'Running') : paint('red', 'Stopped'),
+        ]),
+      );
+    });
+
+  vm.command('shell')
+    .description('Open an SSH session on a VM, or run a command there (put it after --)')
+    .argument('<vm-name>')
+    .argument('[command...]')
+    .action(async (name, command) => {
+      validateName(name);
+      const def = await loadVm(ctx.app, name);
+      const argv = sshArgv(sshKeyPath(ctx.app), await sshTarget(ctx, def), command);
+      if (command.length === 0) log.info(`Connecting to ${name} over SSH`);
+      const r = await ctx.runner('ssh', argv, { stdio: 'inherit' });
+      if (r.code !== 0) process.exitCode = r.code ?? 1;
+    });
+
+  vm.command('logs')
+    .description("Show a VM's serial console log and follow it")
+    .argument('<vm-name>')
+    .option('--no-follow', 'print the log and exit')
+    .action(async (name, o) => {
+      validateName(name);
+      await loadVm(ctx.app, name);
+      const log_ = vmFiles(ctx.app, name).log;
+      if (!(await pathExists(log_)))
+        throw new PvmlabError(`VM '${name}' has no console log yet (${log_}): start it first`);
+      if (!o.follow) {
+        process.stdout.write(await fs.readFile(log_));
+        return;
+      }
+      const r = await ctx.runner('tail', ['-n', '+1', '-F', log_], { stdio: 'inherit' });
+      if (r.code !== 0 && r.signal !== 'SIGINT') process.exitCode = r.code ?? 1;
+    });
+
+  vm.command('clean')
+    .description('Stop a VM and remove all its files (disk, seed, logs, definition)')
+    .argument('[vm-name]')
+    .option('--all', 'clean every VM', false)
+    .action(async (name, o) => {
+      if (!o.all && !name) throw new UsageError('give a VM name, or --all');
+      if (o.all) {
+        const { vms } = await listVms(ctx.app);
+        if (vms.length === 0) return log.info('No VMs to clean.');
+        let failed = 0;
+        for (const v of vms) {
+          try {
+            await cleanVm(ctx, v);
+            log.success(`VM '${v.name}' cleaned`);
+          } catch (err) {
+            failed++;
+            log.error(`cleaning '${v.name}': ${(err as Error).message}`);
+          }
+        }
+        if (failed) throw new PvmlabError(`${failed} VM(s) could not be cleaned`);
+        return;
+      }
+      validateName(name as string);
+      await loadVm(ctx.app, name as string);
+      await cleanVm(ctx, name as string);
+      log.success(`VM '${name}' cleaned`);
+    });
+
+  vm.command('copy')
+    .description('Copy files to or from a VM with scp; one side is vm-name:/path')
+    .argument('<source>')
+    .argument('<destination>')
+    .option('-r, --recursive', 'copy directories', false)
+    .action(async (src, dst, o) => {
+      const rs = parseRemote(src);
+      const rd = parseRemote(dst);
+      if (rs && rd) throw new UsageError('copying between two VMs is not supported');
+      if (!rs && !rd)
+        throw new UsageError('one of source or destination must be a VM path, e.g. vm1:/tmp/file');
+      const remote = (rs ?? rd) as { vm: string; path: string };
+      if (remote.path === '') throw new UsageError(`missing path after '${remote.vm}:'`);
+      const def = await loadVm(ctx.app, remote.vm);
+      const target = await sshTarget(ctx, def);
+      const spec = `ubuntu@${target.host}:${remote.path}`;
+      const argv = scpArgv(sshKeyPath(ctx.app), target, rs ? spec : src, rd ? spec : dst, o.recursive);
+      const r = await ctx.runner('scp', argv, { stdio: 'inherit' });
+      if (r.code !== 0) throw new PvmlabError(`scp exited with status ${r.code}`);
+    });
+
+  return vm;
+}

@@ -1,0 +1,43 @@
+import { PvmlabError } from '../core/errors.js';
+import { log } from '../core/log.js';
+import { loadLabConfig } from '../lab/config.js';
+import type { VmDefinition } from '../lab/schema.js';
+import { sshArgv, sshTargetFor } from '../lab/ssh.js';
+import { listVms } from '../lab/store.js';
+import { sshKeyPath } from '../core/paths.js';
+import type { Context } from './context.js';
+
+/** Does the host sit on the lab segment (Linux bridge with the host address)? */
+export async function hostOnLabNet(ctx: Context): Promise<boolean> {
+  const config = await loadLabConfig(ctx.app);
+  return (ctx.env.PVMLAB_NETWORK ?? config.network) === 'bridge';
+}
+
+export async function sshTarget(ctx: Context, vm: VmDefinition) {
+  const { vms } = await listVms(ctx.app);
+  return sshTargetFor(
+    vm,
+    vms.find((v) => v.role === 'provisioner'),
+    await hostOnLabNet(ctx),
+  );
+}
+
+/** Poll `cloud-init status` over SSH until it reports done (or error). */
+export async function waitForCloudInit(ctx: Context, vm: VmDefinition, timeoutMs: number): Promise<void> {
+  const target = await sshTarget(ctx, vm);
+  const argv = sshArgv(sshKeyPath(ctx.app), target, ['cloud-init', 'status'], true);
+  log.info(`Waiting for cloud-init on ${vm.name} (${target.host}); up to ${Math.round(timeoutMs / 1000)} s`);
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    const r = await ctx.runner('ssh', argv, { timeoutMs: 20_000 });
+    last = (r.stdout + r.stderr).trim();
+    if (/status:\s*done/.test(r.stdout)) return;
+    if (/status:\s*error/.test(r.stdout))
+      throw new PvmlabError(`cloud-init on ${vm.name} finished with errors: ${last}`);
+    await new Promise((res) => setTimeout(res, 3000));
+  }
+  throw new PvmlabError(
+    `timed out waiting for cloud-init on ${vm.name}${last ? ` (last answer: ${last})` : ''}`,
+  );
+}

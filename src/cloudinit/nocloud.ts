@@ -1,0 +1,80 @@
+import { stringify } from 'yaml';
+
+/** What a disk VM's NoCloud seed needs to know. */
+export interface TargetSeedInput {
+  name: string;
+  mac: string;
+  ip: string;
+  prefix: number;
+  ipv6?: string;
+  prefix6?: number;
+  /** The provisioner: default route (it NATs to the uplink) and DNS server for pvmlab.local. */
+  gateway: string;
+  sshPublicKey: string;
+  user?: string;
+}
+
+export const DNS_DOMAIN = 'pvmlab.local';
+
+export function metaData(s: TargetSeedInput): string {
+  return stringify({ 'instance-id': `iid-pvmlab-${s.name}`, 'local-hostname': s.name });
+}
+
+/**
+ * The lab user logs in with the lab key only: no password SSH, locked password.
+ * Passwordless sudo, as on cloud images.
+ */
+export function userData(s: TargetSeedInput): string {
+  const doc = {
+    hostname: s.name,
+    fqdn: `${s.name}.${DNS_DOMAIN}`,
+    manage_etc_hosts: true,
+    ssh_pwauth: false,
+    users: [
+      {
+        name: s.user ?? 'ubuntu',
+        sudo: 'ALL=(ALL) NOPASSWD:ALL',
+        shell: '/bin/bash',
+        lock_passwd: true,
+        ssh_authorized_keys: [s.sshPublicKey.trim()],
+      },
+    ],
+  };
+  return `#cloud-config\n${stringify(doc)}`;
+}
+
+/**
+ * Static addressing from the VM definition, matched on the MAC, so a disk VM is reachable
+ * whether or not the provisioner's DHCP is up yet.
+ */
+export function networkConfig(s: TargetSeedInput): string {
+  const addresses = [`${s.ip}/${s.prefix}`];
+  if (s.ipv6 && s.prefix6 !== undefined) addresses.push(`${s.ipv6}/${s.prefix6}`);
+  const doc = {
+    version: 2,
+    ethernets: {
+      lab0: {
+        match: { macaddress: s.mac },
+        dhcp4: false,
+        addresses,
+        routes: [{ to: 'default', via: s.gateway }],
+        nameservers: { addresses: [s.gateway], search: [DNS_DOMAIN] },
+      },
+    },
+  };
+  return stringify(doc);
+}
+
+export interface SeedFile {
+  name: string;
+  content: string;
+}
+
+export function targetSeedFiles(s: TargetSeedInput): SeedFile[] {
+  return [
+    { name: 'meta-data', content: metaData(s) },
+    { name: 'user-data', content: userData(s) },
+    { name: 'network-config', content: networkConfig(s) },
+    { name: 'vendor-data', content: '' },
+  ];
+}

@@ -1,0 +1,109 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import * as v from 'valibot';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { PvmlabError, UsageError } from '../core/errors.js';
+import { writeFileAtomic, readTextIfExists } from '../core/fsutil.js';
+import { describeIssues } from './schema.js';
+import { inSubnet, intToIpv4, ipv4ToInt, parseAddress, parseSubnet, type Subnet } from './validate.js';
+
+/**
+ * Lab-wide settings, `~/.pvmlab/lab.yaml`. Subnet and bridge are settings so two labs
+ * (two PVMLAB_HOMEs) can run side by side.
+ */
+export const LabConfigSchema = v.object({
+  subnet: v.string(),
+  provisioner_ip: v.string(),
+  /** The host's own address on the lab bridge (Linux), used to reach VMs directly. */
+  host_ip: v.string(),
+  dhcp_range_start: v.string(),
+  dhcp_range_end: v.string(),
+  subnetv6: v.optional(v.string()),
+  bridge: v.pipe(
+    v.string(),
+    v.regex(/^[A-Za-z0-9_.-]{1,15}$/, 'bridge must be a Linux interface name (1-15 characters)'),
+  ),
+  network: v.picklist(['bridge', 'socket_vmnet']),
+});
+export type LabConfig = v.InferOutput<typeof LabConfigSchema>;
+
+export function defaultLabConfig(platform: NodeJS.Platform = process.platform): LabConfig {
+  return {
+    subnet: '192.168.100.0/24',
+    provisioner_ip: '192.168.100.1',
+    host_ip: '192.168.100.254',
+    dhcp_range_start: '192.168.100.100',
+    dhcp_range_end: '192.168.100.200',
+    bridge: 'pvmlab0',
+    network: platform === 'darwin' ? 'socket_vmnet' : 'bridge',
+  };
+}
+
+/** A lab config derived from a subnet: provisioner at .1, host at the last address, DHCP pool in the middle. */
+export function labConfigForSubnet(cidr: string, base: LabConfig): LabConfig {
+  const s = parseSubnet(cidr, 'ipv4', '--subnet');
+  if (s.prefix > 28) throw new UsageError(`--subnet '${cidr}' is too small: use a /28 or larger`);
+  const first = ipv4ToInt(s.network);
+  const size = 2 ** (32 - s.prefix);
+  const last = first + size - 2; // last usable, before broadcast
+  const poolStart = first + Math.floor(size / 4);
+  const poolEnd = first + Math.floor(size / 2);
+  return {
+    ...base,
+    subnet: s.cidr,
+    provisioner_ip: intToIpv4(first + 1),
+    host_ip: intToIpv4(last),
+    dhcp_range_start: intToIpv4(poolStart),
+    dhcp_range_end: intToIpv4(poolEnd),
+  };
+}
+
+export interface ResolvedLab {
+  config: LabConfig;
+  subnet: Subnet;
+  subnet6?: Subnet;
+}
+
+/** Check the addresses inside the config agree with its subnet. */
+export function resolveLabConfig(config: LabConfig): ResolvedLab {
+  const subnet = parseSubnet(config.subnet, 'ipv4', 'subnet');
+  for (const key of ['provisioner_ip', 'host_ip', 'dhcp_range_start', 'dhcp_range_end'] as const) {
+    const a = parseAddress(config[key], 'ipv4', key);
+    if (!inSubnet(a.address, subnet))
+      throw new PvmlabError(`lab.yaml: ${key} ${config[key]} is outside the subnet ${subnet.cidr}`);
+  }
+  if (ipv4ToInt(config.dhcp_range_start) > ipv4ToInt(config.dhcp_range_end))
+    throw new PvmlabError('lab.yaml: dhcp_range_start is after dhcp_range_end');
+  const subnet6 = config.subnetv6 ? parseSubnet(config.subnetv6, 'ipv6', 'subnetv6') : undefined;
+  return subnet6 ? { config, subnet, subnet6 } : { config, subnet };
+}
+
+export function labConfigPath(app: string): string {
+  return join(app, 'lab.yaml');
+}
+
+const HEADER =
+  '# pvmlab lab settings. Change the subnet and bridge to run a second lab beside this one\n' +
+  '# (with its own PVMLAB_HOME). `pvmlab setup --subnet <cidr> --bridge <name>` rewrites this file.\n';
+
+export async function loadLabConfig(app: string): Promise<LabConfig> {
+  const path = labConfigPath(app);
+  const text = await readTextIfExists(path);
+  if (text === undefined) return defaultLabConfig();
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (err) {
+    throw new PvmlabError(`${path} is not valid YAML: ${(err as Error).message}`);
+  }
+  const r = v.safeParse(LabConfigSchema, { ...defaultLabConfig(), ...(data as object) });
+  if (!r.success) throw new PvmlabError(`${path}: ${describeIssues(r.issues)}`);
+  resolveLabConfig(r.output);
+  return r.output;
+}
+
+export async function saveLabConfig(app: string, config: LabConfig): Promise<void> {
+  resolveLabConfig(config);
+  await fs.mkdir(app, { recursive: true });
+  await writeFileAtomic(labConfigPath(app), HEADER + stringifyYaml(config));
+}

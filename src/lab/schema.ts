@@ -1,0 +1,101 @@
+import * as v from 'valibot';
+
+/**
+ * The VM definition, `~/.pvmlab/vms/<name>.json`. The stack reads the same file (over 9p in the
+ * provisioner), so the field names are the original's; `schema_version` is ours.
+ */
+export const VM_SCHEMA_VERSION = 1;
+
+const mac = v.pipe(v.string(), v.regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'mac must be six hex pairs'));
+const name = v.pipe(
+  v.string(),
+  v.regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'name must be a hostname label'),
+);
+
+export const VmDefinitionSchema = v.looseObject({
+  name,
+  role: v.picklist(['provisioner', 'target']),
+  arch: v.picklist(['x86_64', 'aarch64']),
+  ip: v.optional(v.string()),
+  subnet: v.optional(v.string()),
+  ipv6: v.optional(v.string()),
+  subnetv6: v.optional(v.string()),
+  mac: v.optional(mac),
+  pxe_boot_stack_tar: v.optional(v.string()),
+  docker_images_path: v.optional(v.string()),
+  vms_path: v.optional(v.string()),
+  ssh_port: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535))),
+  pxeboot: v.optional(v.boolean()),
+  distro: v.optional(v.string()),
+  ssh_key: v.optional(v.string()),
+  kernel: v.optional(v.string()),
+  initrd: v.optional(v.string()),
+  memory: v.optional(v.pipe(v.number(), v.integer(), v.minValue(64))),
+  cpus: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+  schema_version: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+});
+export type VmDefinition = v.InferOutput<typeof VmDefinitionSchema>;
+
+/** Key order of the file; optional fields that are unset are left out (the original's omitempty). */
+const KEY_ORDER: readonly (keyof VmDefinition)[] = [
+  'name',
+  'role',
+  'arch',
+  'ip',
+  'subnet',
+  'ipv6',
+  'subnetv6',
+  'mac',
+  'pxe_boot_stack_tar',
+  'docker_images_path',
+  'vms_path',
+  'ssh_port',
+  'pxeboot',
+  'distro',
+  'ssh_key',
+  'kernel',
+  'initrd',
+  'memory',
+  'cpus',
+  'schema_version',
+];
+
+export function serializeVm(vm: VmDefinition): string {
+  const out: Record<string, unknown> = {};
+  for (const k of KEY_ORDER) {
+    const val = vm[k];
+    if (val === undefined || val === '' || val === false || val === 0) continue;
+    out[k] = val;
+  }
+  for (const [k, val] of Object.entries(vm))
+    if (!(k in out) && !KEY_ORDER.includes(k) && val !== undefined) out[k] = val;
+  return JSON.stringify(out, null, 2);
+}
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string };
+
+export function parseVm(text: string): ParseResult<VmDefinition> {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, error: `not valid JSON (${(err as Error).message})` };
+  }
+  const r = v.safeParse(VmDefinitionSchema, data);
+  if (!r.success) return { ok: false, error: describeIssues(r.issues) };
+  if ((r.output.schema_version ?? 1) > VM_SCHEMA_VERSION)
+    return {
+      ok: false,
+      error: `schema_version ${r.output.schema_version} is newer than this pvmlab understands (${VM_SCHEMA_VERSION})`,
+    };
+  return { ok: true, value: r.output };
+}
+
+export function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string {
+  return issues
+    .map((i) => {
+      const path = i.path?.map((p) => String(p.key)).join('.');
+      return path ? `${path}: ${i.message}` : i.message;
+    })
+    .join('; ');
+}

@@ -1,0 +1,89 @@
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { PvmlabError, isErrno } from '../core/errors.js';
+import { writeFileAtomic } from '../core/fsutil.js';
+import { labDirs, vmFiles } from '../core/paths.js';
+import { withLock } from './lock.js';
+import { parseVm, serializeVm, type VmDefinition } from './schema.js';
+
+export interface InvalidDefinition {
+  file: string;
+  error: string;
+}
+
+export interface VmList {
+  vms: VmDefinition[];
+  /** Files in vms/ that could not be read as a definition; listed, never fatal. */
+  invalid: InvalidDefinition[];
+}
+
+/** The VM definitions under `<app>/vms`, sorted by name. */
+export async function listVms(app: string): Promise<VmList> {
+  const dir = labDirs(app).vms;
+  let entries: string[];
+  try {
+    entries = await fs.readdir(dir);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return { vms: [], invalid: [] };
+    throw err;
+  }
+  const files = entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).sort();
+  const results = await Promise.all(
+    files.map(async (f) => {
+      const text = await fs.readFile(join(dir, f), 'utf8').catch((err: Error) => err);
+      return { f, text };
+    }),
+  );
+  const vms: VmDefinition[] = [];
+  const invalid: InvalidDefinition[] = [];
+  for (const { f, text } of results) {
+    if (text instanceof Error) {
+      invalid.push({ file: f, error: text.message });
+      continue;
+    }
+    const r = parseVm(text);
+    if (!r.ok) invalid.push({ file: f, error: r.error });
+    else if (`${r.value.name}.json` !== f)
+      invalid.push({ file: f, error: `name '${r.value.name}' does not match the file name` });
+    else vms.push(r.value);
+  }
+  vms.sort((a, b) => a.name.localeCompare(b.name));
+  return { vms, invalid };
+}
+
+export async function loadVm(app: string, name: string): Promise<VmDefinition> {
+  const path = vmFiles(app, name).definition;
+  let text: string;
+  try {
+    text = await fs.readFile(path, 'utf8');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw new PvmlabError(`VM '${name}' does not exist (no ${path})`);
+    throw err;
+  }
+  const r = parseVm(text);
+  if (!r.ok) throw new PvmlabError(`${path}: ${r.error}`);
+  return r.value;
+}
+
+export async function vmExists(app: string, name: string): Promise<boolean> {
+  try {
+    await fs.access(vmFiles(app, name).definition);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function saveVm(app: string, vm: VmDefinition): Promise<void> {
+  await fs.mkdir(labDirs(app).vms, { recursive: true });
+  await writeFileAtomic(vmFiles(app, vm.name).definition, serializeVm(vm));
+}
+
+export async function deleteVmDefinition(app: string, name: string): Promise<void> {
+  await fs.rm(vmFiles(app, name).definition, { force: true });
+}
+
+/** Serialise commands that read-then-write lab state (create, clean). */
+export function withLabLock<T>(app: string, fn: () => Promise<T>): Promise<T> {
+  return withLock(join(labDirs(app).locks, 'state.lock'), fn);
+}

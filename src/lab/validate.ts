@@ -1,0 +1,143 @@
+import ipaddr from 'ipaddr.js';
+import { UsageError } from '../core/errors.js';
+
+export const ARCHES = ['x86_64', 'aarch64'] as const;
+export type Arch = (typeof ARCHES)[number];
+
+/** Longest name: a DNS label, and short enough for socket paths under ~/.pvmlab. */
+export const MAX_NAME_LENGTH = 63;
+const NAME_RE = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+
+/** A VM name becomes a hostname, a DNS record in pvmlab.local and file names: one DNS label. */
+export function validateName(name: string): string {
+  if (name.length === 0) throw new UsageError('VM name must not be empty');
+  if (name.length > MAX_NAME_LENGTH)
+    throw new UsageError(
+      `VM name '${name}' is too long (${name.length} characters, at most ${MAX_NAME_LENGTH})`,
+    );
+  if (!NAME_RE.test(name))
+    throw new UsageError(
+      `VM name '${name}' is not a valid hostname: use lowercase letters, digits and '-', not starting or ending with '-'`,
+    );
+  return name;
+}
+
+export function validateArch(arch: string): Arch {
+  if ((ARCHES as readonly string[]).includes(arch)) return arch as Arch;
+  throw new UsageError(`--arch must be either 'aarch64' or 'x86_64' (got '${arch}')`);
+}
+
+const MAC_RE =
+  /^([0-9a-f]{2})([:-])([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})\2([0-9a-f]{2})$/i;
+
+/** Accepts `aa:bb:..` or `aa-bb-..`, any case; returns lowercase with colons. Refuses multicast and zero. */
+export function normalizeMac(mac: string): string {
+  const m = MAC_RE.exec(mac.trim());
+  if (!m) throw new UsageError(`invalid MAC address '${mac}': expected six hex pairs like 52:54:00:12:34:56`);
+  const octets = [m[1], m[3], m[4], m[5], m[6], m[7]].map((o) => (o as string).toLowerCase());
+  const first = parseInt(octets[0] as string, 16);
+  if (first & 1) throw new UsageError(`invalid MAC address '${mac}': it is a multicast address`);
+  if (octets.every((o) => o === '00')) throw new UsageError(`invalid MAC address '${mac}': all zeros`);
+  return octets.join(':');
+}
+
+/** A random locally administered unicast MAC. */
+export function randomMac(random: (n: number) => Uint8Array): string {
+  const b = Array.from(random(6));
+  b[0] = ((b[0] as number) | 0x02) & 0xfe;
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+export interface ParsedAddress {
+  /** Canonical text form (IPv6 compressed). */
+  address: string;
+  /** Prefix length given with the address, if any. */
+  prefix?: number;
+}
+
+/** Parse `a.b.c.d`, `a.b.c.d/nn` (or the IPv6 forms); the flag name goes into the error. */
+export function parseAddress(value: string, kind: 'ipv4' | 'ipv6', flag: string): ParsedAddress {
+  const [addr, prefixText, extra] = value.split('/');
+  const example = kind === 'ipv4' ? '192.168.100.10/24' : 'fd00:cafe:babe::10/64';
+  const bad = (why: string) => new UsageError(`invalid ${flag} '${value}': ${why} (e.g. ${example})`);
+  if (addr === undefined || extra !== undefined) throw bad('expected an address with an optional /prefix');
+  let parsed: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    parsed = kind === 'ipv4' ? ipaddr.IPv4.parse(addr) : ipaddr.IPv6.parse(addr);
+  } catch {
+    throw bad(`not an ${kind === 'ipv4' ? 'IPv4' : 'IPv6'} address`);
+  }
+  if (kind === 'ipv4' && !ipaddr.IPv4.isValidFourPartDecimal(addr))
+    throw bad('not a dotted-quad IPv4 address');
+  let prefix: number | undefined;
+  if (prefixText !== undefined) {
+    const max = kind === 'ipv4' ? 32 : 128;
+    if (!/^\d{1,3}$/.test(prefixText) || Number(prefixText) > max) throw bad(`prefix must be 0-${max}`);
+    prefix = Number(prefixText);
+  }
+  return prefix === undefined ? { address: parsed.toString() } : { address: parsed.toString(), prefix };
+}
+
+export interface Subnet {
+  kind: 'ipv4' | 'ipv6';
+  /** Network address in canonical form. */
+  network: string;
+  prefix: number;
+  /** `network/prefix`. */
+  cidr: string;
+}
+
+export function parseSubnet(cidr: string, kind: 'ipv4' | 'ipv6', what: string): Subnet {
+  const p = parseAddress(cidr, kind, what);
+  if (p.prefix === undefined) throw new UsageError(`invalid ${what} '${cidr}': a prefix length is required`);
+  const [net] = ipaddr.parseCIDR(`${p.address}/${p.prefix}`);
+  const network = networkAddress(net, p.prefix);
+  return { kind, network, prefix: p.prefix, cidr: `${network}/${p.prefix}` };
+}
+
+function networkAddress(addr: ipaddr.IPv4 | ipaddr.IPv6, prefix: number): string {
+  if (addr.kind() === 'ipv4')
+    return ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/${prefix}`).toString();
+  return ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/${prefix}`).toString();
+}
+
+export function inSubnet(address: string, subnet: Subnet): boolean {
+  const a = ipaddr.parse(address);
+  if (a.kind() !== subnet.kind) return false;
+  return a.match(ipaddr.parse(subnet.network), subnet.prefix);
+}
+
+export function sameAddress(a: string, b: string): boolean {
+  try {
+    return ipaddr.parse(a).toNormalizedString() === ipaddr.parse(b).toNormalizedString();
+  } catch {
+    return false;
+  }
+}
+
+/** IPv4 address <-> 32-bit integer, for walking a subnet. */
+export function ipv4ToInt(address: string): number {
+  return ipaddr.IPv4.parse(address).octets.reduce((acc, o) => acc * 256 + o, 0);
+}
+export function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
+}
+
+/** Parse sizes like `10G`, `512M`, `2048` (bytes); binary multiples. Used for --disk-size. */
+export function parseSize(text: string, flag = '--disk-size'): number {
+  const m = /^(\d+)\s*([KMGT]i?B?|B)?$/i.exec(text.trim());
+  if (!m) throw new UsageError(`invalid ${flag} '${text}': expected a size like 10G, 512M or 2048`);
+  const units: Record<string, number> = { '': 1, B: 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+  const unit = (m[2] ?? '').toUpperCase().replace(/I?B$/, '') || (m[2]?.toUpperCase() === 'B' ? 'B' : '');
+  const mult = units[unit];
+  if (mult === undefined) throw new UsageError(`invalid ${flag} '${text}': unknown unit`);
+  const bytes = Number(m[1]) * mult;
+  if (bytes <= 0) throw new UsageError(`invalid ${flag} '${text}': must be greater than zero`);
+  return bytes;
+}
+
+export function parsePositiveInt(text: string, flag: string, max: number): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > max)
+    throw new UsageError(`invalid ${flag} '${text}': expected a whole number from 1 to ${max}`);
+  return Number(text);
+}

@@ -1,0 +1,119 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { PvmlabError } from '../core/errors.js';
+import { runChecked, type Runner } from '../core/exec.js';
+import type { NetworkDriver, NetworkStatus, NicAttachment } from './driver.js';
+
+export interface BridgeConfig {
+  bridge: string;
+  /** The host's address on the bridge with its prefix, e.g. 192.168.100.254/24; reaches the VMs directly. */
+  hostAddress?: string;
+}
+
+/** TAP names are at most 15 bytes; hash bridge and VM name so two labs never collide. */
+export function tapName(bridge: string, vmName: string): string {
+  return `pvt${createHash('sha256').update(`${bridge}/${vmName}`).digest('hex').slice(0, 10)}`;
+}
+
+/** Pure builders for every `ip` command the driver runs. */
+export const ipArgv = {
+  show: (dev: string) => ['-j', 'link', 'show', 'dev', dev],
+  addrShow: (dev: string) => ['-j', 'addr', 'show', 'dev', dev],
+  addBridge: (br: string) => ['link', 'add', 'name', br, 'type', 'bridge'],
+  addrReplace: (dev: string, cidr: string) => ['addr', 'replace', cidr, 'dev', dev],
+  up: (dev: string) => ['link', 'set', 'dev', dev, 'up'],
+  del: (dev: string) => ['link', 'del', 'dev', dev],
+  addTap: (tap: string) => ['tuntap', 'add', 'dev', tap, 'mode', 'tap'],
+  master: (tap: string, br: string) => ['link', 'set', 'dev', tap, 'master', br],
+};
+
+/** CAP_NET_ADMIN (bit 12) in the effective set, which root normally has. */
+export function hasNetAdmin(statusText?: string): boolean {
+  let text = statusText;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/status', 'utf8');
+    } catch {
+      return false;
+    }
+  }
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(text);
+  return m ? (BigInt(`0x${m[1]}`) & (1n << 12n)) !== 0n : false;
+}
+
+/** Linux: a bridge for the lab segment, one TAP per VM NIC. */
+export class BridgeDriver implements NetworkDriver {
+  readonly name = 'bridge' as const;
+
+  constructor(
+    private readonly config: BridgeConfig,
+    private readonly runner: Runner,
+    private readonly netAdmin: () => boolean = () => hasNetAdmin(),
+  ) {}
+
+  private requireNetAdmin(): void {
+    if (!this.netAdmin())
+      throw new PvmlabError(
+        `the bridge network needs root or CAP_NET_ADMIN to create ${this.config.bridge} and TAP devices: run pvmlab with sudo`,
+      );
+  }
+
+  private async ip(args: string[]): Promise<string> {
+    return (await runChecked(this.runner, 'ip', args)).stdout;
+  }
+
+  private async exists(dev: string): Promise<boolean> {
+    const r = await this.runner('ip', ipArgv.show(dev));
+    return r.code === 0;
+  }
+
+  async start(): Promise<void> {
+    this.requireNetAdmin();
+    const br = this.config.bridge;
+    if (!(await this.exists(br))) await this.ip(ipArgv.addBridge(br));
+    if (this.config.hostAddress) await this.ip(ipArgv.addrReplace(br, this.config.hostAddress));
+    await this.ip(ipArgv.up(br));
+  }
+
+  async stop(): Promise<void> {
+    this.requireNetAdmin();
+    if (await this.exists(this.config.bridge)) await this.ip(ipArgv.del(this.config.bridge));
+  }
+
+  async status(): Promise<NetworkStatus> {
+    const br = this.config.bridge;
+    const r = await this.runner('ip', ipArgv.addrShow(br));
+    if (r.code !== 0) return { driver: this.name, name: br, up: false, detail: { exists: false } };
+    const links = JSON.parse(r.stdout) as {
+      operstate?: string;
+      flags?: string[];
+      addr_info?: { local: string; prefixlen: number }[];
+    }[];
+    const link = links[0];
+    const up = link?.flags?.includes('UP') ?? false;
+    const addresses = (link?.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`).join(' ');
+    return {
+      driver: this.name,
+      name: br,
+      up,
+      detail: { exists: true, state: link?.operstate ?? 'unknown', addresses },
+    };
+  }
+
+  async attach(vm: { name: string; mac: string }): Promise<NicAttachment> {
+    this.requireNetAdmin();
+    const br = this.config.bridge;
+    if (!(await this.exists(br)))
+      throw new PvmlabError(`the lab bridge ${br} does not exist: run 'pvmlab network start' first`);
+    const tap = tapName(br, vm.name);
+    if (!(await this.exists(tap))) await this.ip(ipArgv.addTap(tap));
+    await this.ip(ipArgv.master(tap, br));
+    await this.ip(ipArgv.up(tap));
+    return { wrapper: [], netdev: `tap,ifname=${tap},script=no,downscript=no` };
+  }
+
+  async detach(vm: { name: string }): Promise<void> {
+    const tap = tapName(this.config.bridge, vm.name);
+    if (await this.exists(tap)) await this.ip(ipArgv.del(tap));
+  }
+}

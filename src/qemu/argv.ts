@@ -1,0 +1,99 @@
+import type { NicAttachment } from '../net/driver.js';
+import type { Arch } from '../lab/validate.js';
+import type { Accel } from './accel.js';
+
+export type BootTarget = 'disk' | 'pxe';
+
+export interface QemuSpec {
+  name: string;
+  arch: Arch;
+  accel: Accel;
+  memoryMiB: number;
+  cpus: number;
+  firmware: { code: string; vars: string };
+  disk: string;
+  /** NoCloud seed for disk VMs. */
+  seedIso?: string;
+  /** First boot device. PXE VMs boot their disk first and fall back to the network. */
+  boot: BootTarget;
+  mac: string;
+  nic: NicAttachment;
+  files: { pid: string; qmp: string; log: string };
+  /** Serial console and monitor on the terminal instead of a log file. */
+  interactive: boolean;
+}
+
+export function qemuBinary(arch: Arch): string {
+  return arch === 'x86_64' ? 'qemu-system-x86_64' : 'qemu-system-aarch64';
+}
+
+/** QEMU option values are comma-separated: a literal comma in a path is written twice. */
+export function escapeOpt(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+function machineArgs(arch: Arch, accel: Accel): string[] {
+  const cpu = accel === 'tcg' ? 'max' : 'host';
+  const machine = arch === 'x86_64' ? 'q35' : 'virt,gic-version=3';
+  // Multi-threaded TCG uses both host cores; it is the default where supported but say it.
+  const accelOpt = accel === 'tcg' ? 'tcg,thread=multi' : accel;
+  return ['-machine', machine, '-accel', accelOpt, '-cpu', cpu];
+}
+
+/** The full argv, wrapper first (socket_vmnet_client passes its socket as fd 3). Pure. */
+export function buildQemuArgv(s: QemuSpec): string[] {
+  const pxeFirst = s.boot === 'pxe';
+  const args: string[] = [
+    ...s.nic.wrapper,
+    qemuBinary(s.arch),
+    // The pid file path is unique per lab and VM; the identity check looks for it in the command line.
+    '-name',
+    `pvmlab-${s.name}`,
+    ...machineArgs(s.arch, s.accel),
+    '-smp',
+    String(s.cpus),
+    '-m',
+    String(s.memoryMiB),
+    '-nodefaults',
+    '-drive',
+    `if=pflash,format=raw,unit=0,readonly=on,file=${escapeOpt(s.firmware.code)}`,
+    '-drive',
+    `if=pflash,format=raw,unit=1,file=${escapeOpt(s.firmware.vars)}`,
+    '-drive',
+    `if=none,id=disk0,format=qcow2,file=${escapeOpt(s.disk)}`,
+    '-device',
+    `virtio-blk-pci,drive=disk0,bootindex=${pxeFirst ? 2 : 1}`,
+  ];
+  if (s.seedIso) {
+    args.push('-drive', `if=none,id=seed0,format=raw,readonly=on,file=${escapeOpt(s.seedIso)}`);
+    args.push('-device', 'virtio-blk-pci,drive=seed0');
+  }
+  args.push(
+    '-netdev',
+    `${s.nic.netdev},id=net0`,
+    // romfile= (empty): the firmware's own PXE, not the iPXE option ROM, as on real hardware.
+    '-device',
+    `virtio-net-pci,netdev=net0,mac=${s.mac},romfile=,bootindex=${pxeFirst ? 1 : 2}`,
+    '-pidfile',
+    s.files.pid,
+    '-qmp',
+    `unix:${escapeOpt(s.files.qmp)},server=on,wait=off`,
+  );
+  if (s.arch === 'aarch64') args.push('-device', 'virtio-rng-pci');
+  if (s.interactive) {
+    // Serial and the HMP monitor multiplexed on the terminal: Ctrl-a c switches, Ctrl-a x quits.
+    args.push('-nographic', '-chardev', 'stdio,id=con0,mux=on,signal=off', '-serial', 'chardev:con0');
+    args.push('-mon', 'chardev=con0,mode=readline');
+  } else {
+    args.push(
+      '-display',
+      'none',
+      '-chardev',
+      `file,id=ser0,path=${escapeOpt(s.files.log)}`,
+      '-serial',
+      'chardev:ser0',
+    );
+    args.push('-daemonize');
+  }
+  return args;
+}
