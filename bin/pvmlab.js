@@ -1,3 +1,3 @@
 #!/usr/bin/env node
-// The CLI is bundled into one file so start-up loads a single module.
-import '../dist/pvmlab.mjs';
+// The CLI is bundled (dist/bundle) so start-up loads a few modules, not hundreds.
+import '../dist/bundle/pvmlab.mjs';

@@ -1,11 +1,17 @@
-// Bundle the CLI into one ESM file: start-up then loads one module instead of hundreds.
+// Bundle the CLI: one small entry module plus chunks loaded on demand, so start-up parses
+// only the command framework and the command being run (yaml, tables, progress load lazily).
 import { build } from 'esbuild';
 import { readFileSync } from 'node:fs';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 await build({
   entryPoints: ['src/cli/entry.ts'],
-  outfile: 'dist/pvmlab.mjs',
+  outdir: 'dist/bundle',
+  outExtension: { '.js': '.mjs' },
+  entryNames: 'pvmlab',
+  chunkNames: 'chunks/[name]-[hash]',
+  splitting: true,
+  minify: true,
   bundle: true,
   platform: 'node',
   target: 'node20',

@@ -1,17 +1,15 @@
 import { Command } from '@commander-js/extra-typings';
 import { log } from '../core/log.js';
-import { loadLabConfig } from '../lab/config.js';
-import {
-  serviceStart,
-  serviceStatus,
-  serviceStop,
-  setupLaunchd,
-  resolveSocketVmnetBinary,
-} from '../net/launchd.js';
-import { socketVmnetSocketPath } from '../net/socketvmnet.js';
 import type { Context } from './context.js';
 import { printJson } from './output.js';
-import { networkDriver } from './network-driver.js';
+
+/** Implementations load on use, so `pvmlab --help` and `vm list` stay quick. */
+async function labDriver(ctx: Context) {
+  const { loadLabConfig } = await import('../lab/config.js');
+  const { networkDriver } = await import('./network-driver.js');
+  return networkDriver(ctx, await loadLabConfig(ctx.app));
+}
+const launchd = () => import('../net/launchd.js');
 
 export function networkCommand(ctx: Context): Command {
   const net = new Command('network').description(
@@ -21,7 +19,7 @@ export function networkCommand(ctx: Context): Command {
     .command('start')
     .description('Create the lab network')
     .action(async () => {
-      const driver = networkDriver(ctx, await loadLabConfig(ctx.app));
+      const driver = await labDriver(ctx);
       await driver.start();
       const s = await driver.status();
       log.success(`Lab network ${s.name} (${s.driver}) is up`);
@@ -30,7 +28,7 @@ export function networkCommand(ctx: Context): Command {
     .command('stop')
     .description('Remove the lab network')
     .action(async () => {
-      const driver = networkDriver(ctx, await loadLabConfig(ctx.app));
+      const driver = await labDriver(ctx);
       await driver.stop();
       log.success('Lab network stopped');
     });
@@ -39,7 +37,7 @@ export function networkCommand(ctx: Context): Command {
     .description('Show the lab network')
     .option('--json', 'print JSON', false)
     .action(async (o) => {
-      const s = await networkDriver(ctx, await loadLabConfig(ctx.app)).status();
+      const s = await (await labDriver(ctx)).status();
       if (o.json) return printJson(s);
       const detail = Object.entries(s.detail)
         .map(([k, v]) => `${k}=${String(v)}`)
@@ -55,14 +53,14 @@ export function socketVmnetCommand(ctx: Context): Command {
     .command('start')
     .description('Start the socket_vmnet service (may ask for your sudo password)')
     .action(async () => {
-      await serviceStart(ctx.runner);
+      await (await launchd()).serviceStart(ctx.runner);
       log.success('socket_vmnet service started');
     });
   cmd
     .command('stop')
     .description('Stop the socket_vmnet service')
     .action(async () => {
-      await serviceStop(ctx.runner);
+      await (await launchd()).serviceStop(ctx.runner);
       log.success('socket_vmnet service stopped');
     });
   cmd
@@ -70,7 +68,8 @@ export function socketVmnetCommand(ctx: Context): Command {
     .description('Is the socket_vmnet service running?')
     .option('--json', 'print JSON', false)
     .action(async (o) => {
-      const s = await serviceStatus(ctx.runner);
+      const s = await (await launchd()).serviceStatus(ctx.runner);
+      const { socketVmnetSocketPath } = await import('../net/socketvmnet.js');
       if (o.json) return printJson({ ...s, socket: socketVmnetSocketPath(ctx.env) });
       log.out(
         s.running
@@ -87,6 +86,8 @@ export function systemCommand(ctx: Context): Command {
     .command('setup-launchd')
     .description('Install and start the socket_vmnet launchd service (macOS, run with sudo)')
     .action(async () => {
+      const { setupLaunchd, resolveSocketVmnetBinary } = await launchd();
+      const { socketVmnetSocketPath } = await import('../net/socketvmnet.js');
       const steps = await setupLaunchd({
         runner: ctx.runner,
         socketVmnetBinary: resolveSocketVmnetBinary(ctx.env),

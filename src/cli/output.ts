@@ -1,8 +1,8 @@
-import Table from 'cli-table3';
 import { log } from '../core/log.js';
 
 /** Print rows as a box table on a TTY-friendly layout, or as JSON with --json. */
-export function printTable(head: string[], rows: string[][]): void {
+export async function printTable(head: string[], rows: string[][]): Promise<void> {
+  const { default: Table } = await import('cli-table3');
   const t = new Table({ head, style: { head: [], border: [] } });
   t.push(...rows);
   log.out(t.toString());

@@ -3,15 +3,9 @@ import { promises as fs } from 'node:fs';
 import { PvmlabError } from '../core/errors.js';
 import { log } from '../core/log.js';
 import { labDirs, sshKeyPath } from '../core/paths.js';
-import { loadDistros } from '../distro/distros.js';
-import { labConfigForSubnet, loadLabConfig, saveLabConfig, type LabConfig } from '../lab/config.js';
-import { ensureSshKey } from '../lab/sshkey.js';
-import { listVms } from '../lab/store.js';
-import { ensureLabDirs, type Context } from './context.js';
-import { checkDependencies } from './deps.js';
+import type { Context } from './context.js';
+import type { LabConfig } from '../lab/config.js';
 import { printJson } from './output.js';
-import { networkDriver } from './network-driver.js';
-import { cleanVm } from './vm-run.js';
 
 export function setupCommand(ctx: Context): Command {
   return new Command('setup')
@@ -25,6 +19,11 @@ export function setupCommand(ctx: Context): Command {
     .option('--json', 'print the dependency report as JSON', false)
     .action(async (o) => {
       if (!o.json) log.info(`Setting up pvmlab in ${ctx.app}`);
+      const { ensureLabDirs } = await import('./context.js');
+      const { labConfigForSubnet, loadLabConfig, saveLabConfig } = await import('../lab/config.js');
+      const { loadDistros } = await import('../distro/distros.js');
+      const { ensureSshKey } = await import('../lab/sshkey.js');
+      const { checkDependencies } = await import('./deps.js');
       await ensureLabDirs(ctx.app);
       let config: LabConfig = await loadLabConfig(ctx.app);
       if (o.subnet) config = labConfigForSubnet(o.subnet, config);
@@ -61,6 +60,10 @@ export function cleanCommand(ctx: Context): Command {
     .description('Stop all VMs and remove their files; downloaded images, the SSH key and settings are kept')
     .option('--purge', 'remove the whole ~/.pvmlab directory, images included', false)
     .action(async (o) => {
+      const { listVms } = await import('../lab/store.js');
+      const { cleanVm } = await import('./vm-run.js');
+      const { loadLabConfig } = await import('../lab/config.js');
+      const { networkDriver } = await import('./network-driver.js');
       const { vms } = await listVms(ctx.app);
       for (const vm of vms) {
         log.info(`Cleaning VM ${vm.name}`);

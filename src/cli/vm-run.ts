@@ -5,7 +5,7 @@ import { labDirs, vmFiles, sshKeyPath } from '../core/paths.js';
 import { pathExists, removePath } from '../core/fsutil.js';
 import { loadLabConfig } from '../lab/config.js';
 import type { VmDefinition } from '../lab/schema.js';
-import { listVms, loadVm, deleteVmDefinition, withLabLock } from '../lab/store.js';
+import { loadVm, deleteVmDefinition, withLabLock } from '../lab/store.js';
 import { detectAccel } from '../qemu/accel.js';
 import type { BootTarget } from '../qemu/argv.js';
 import { findFirmware } from '../qemu/firmware.js';
@@ -117,43 +117,6 @@ export async function stopVm(ctx: Context, name: string, graceMs?: number): Prom
     .detach({ name })
     .catch((err: Error) => log.warn(`could not remove the VM's network device: ${err.message}`));
   return outcome;
-}
-
-export interface VmStatusRow {
-  name: string;
-  role: string;
-  arch: string;
-  boot: 'pxe' | 'disk';
-  ip: string | null;
-  ipv6: string | null;
-  mac: string | null;
-  distro: string | null;
-  status: 'Running' | 'Stopped';
-  pid: number | null;
-}
-
-export async function vmStatusRows(
-  ctx: Context,
-): Promise<{ rows: VmStatusRow[]; invalid: { file: string; error: string }[] }> {
-  const { vms, invalid } = await listVms(ctx.app);
-  const rows = await Promise.all(
-    vms.map(async (vm): Promise<VmStatusRow> => {
-      const p = await vmProcess(vmFiles(ctx.app, vm.name).pid, ctx.runner);
-      return {
-        name: vm.name,
-        role: vm.role,
-        arch: vm.arch,
-        boot: vm.pxeboot ? 'pxe' : 'disk',
-        ip: vm.ip ?? null,
-        ipv6: vm.ipv6 ?? null,
-        mac: vm.mac ?? null,
-        distro: vm.distro ?? null,
-        status: p.state === 'running' ? 'Running' : 'Stopped',
-        pid: p.pid ?? null,
-      };
-    }),
-  );
-  return { rows, invalid };
 }
 
 /** Stop a VM if needed and remove every file it owns. */

@@ -4,7 +4,6 @@ import { PvmlabError, UsageError } from '../core/errors.js';
 import { log, paint } from '../core/log.js';
 import { sshKeyPath, vmFiles } from '../core/paths.js';
 import { pathExists } from '../core/fsutil.js';
-import { scpArgv, sshArgv, parseRemote } from '../lab/ssh.js';
 import { listVms, loadVm } from '../lab/store.js';
 import {
   normalizeMac,
@@ -17,9 +16,7 @@ import {
 import { hostArch } from '../qemu/accel.js';
 import type { Context } from './context.js';
 import { printJson, printTable } from './output.js';
-import { createVm } from './vm-create.js';
-import { cleanVm, startVm, stopVm, vmStatusRows } from './vm-run.js';
-import { sshTarget } from './wait.js';
+import { vmStatusRows } from './vm-status.js';
 
 /** `--memory 2048` (MiB), or with a unit: `2G`, `512M`. */
 export function parseMemory(text: string): number {
@@ -55,6 +52,7 @@ export function vmCommand(ctx: Context): Command {
     .action(async (name, o) => {
       validateName(name);
       const arch: Arch = validateArch(o.arch ?? hostArch() ?? 'x86_64');
+      const { createVm } = await import('./vm-create.js');
       const vmDef = await createVm(ctx, {
         name,
         arch,
@@ -94,6 +92,7 @@ export function vmCommand(ctx: Context): Command {
     .option('--cpus <n>', 'virtual CPUs for this run')
     .action(async (name, o) => {
       validateName(name);
+      const { startVm } = await import('./vm-run.js');
       await startVm(ctx, name, {
         interactive: o.interactive,
         wait: o.wait,
@@ -111,6 +110,7 @@ export function vmCommand(ctx: Context): Command {
     .option('--timeout <seconds>', 'how long the guest gets to power off', '30')
     .action(async (name, o) => {
       validateName(name);
+      const { stopVm } = await import('./vm-run.js');
       const outcome = await stopVm(ctx, name, parsePositiveInt(o.timeout, '--timeout', 3600) * 1000);
       if (outcome === 'not-running') log.warn(`VM '${name}' is not running`);
       else log.success(`VM '${name}' stopped (${outcome === 'powered-off' ? 'powered off' : 'forced'})`);
@@ -124,7 +124,7 @@ export function vmCommand(ctx: Context): Command {
       for (const i of invalid) log.warn(`skipping vms/${i.file}: ${i.error}`);
       if (o.json) return printJson(rows);
       if (rows.length === 0) return log.info('No VMs have been created yet.');
-      printTable(
+      await printTable(
         ['NAME', 'ARCH', 'BOOT TYPE', 'PRIVATE IP', 'PRIVATE IPV6', 'MAC', 'DISTRO', 'STATUS'],
         rows.map((r) => [
           r.role === 'provisioner' ? paint('red', r.name) : r.name,
@@ -146,6 +146,8 @@ export function vmCommand(ctx: Context): Command {
     .action(async (name, command) => {
       validateName(name);
       const def = await loadVm(ctx.app, name);
+      const { sshArgv } = await import('../lab/ssh.js');
+      const { sshTarget } = await import('./wait.js');
       const argv = sshArgv(sshKeyPath(ctx.app), await sshTarget(ctx, def), command);
       if (command.length === 0) log.info(`Connecting to ${name} over SSH`);
       const r = await ctx.runner('ssh', argv, { stdio: 'inherit' });
@@ -176,6 +178,7 @@ export function vmCommand(ctx: Context): Command {
     .option('--all', 'clean every VM', false)
     .action(async (name, o) => {
       if (!o.all && !name) throw new UsageError('give a VM name, or --all');
+      const { cleanVm } = await import('./vm-run.js');
       if (o.all) {
         const { vms } = await listVms(ctx.app);
         if (vms.length === 0) return log.info('No VMs to clean.');
@@ -204,6 +207,8 @@ export function vmCommand(ctx: Context): Command {
     .argument('<destination>')
     .option('-r, --recursive', 'copy directories', false)
     .action(async (src, dst, o) => {
+      const { scpArgv, parseRemote } = await import('../lab/ssh.js');
+      const { sshTarget } = await import('./wait.js');
       const rs = parseRemote(src);
       const rd = parseRemote(dst);
       if (rs && rd) throw new UsageError('copying between two VMs is not supported');

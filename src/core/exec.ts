@@ -1,4 +1,4 @@
-import { spawn, type StdioOptions } from 'node:child_process';
+import type { StdioOptions } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { PvmlabError } from './errors.js';
@@ -28,8 +28,10 @@ export interface RunResult {
 /** The one place pvmlab starts processes; commands take a Runner so tests can record argv. */
 export type Runner = (command: string, args: readonly string[], options?: RunOptions) => Promise<RunResult>;
 
-export const run: Runner = (command, args, options = {}) =>
-  new Promise((resolve, reject) => {
+export const run: Runner = async (command, args, options = {}) => {
+  // Loaded on first use: child_process pulls in net/dgram, which commands like `vm list` never need.
+  const { spawn } = await import('node:child_process');
+  return new Promise((resolve, reject) => {
     const stdio: StdioOptions = options.stdio === 'inherit' ? 'inherit' : ['pipe', 'pipe', 'pipe'];
     const child = spawn(command, [...args], {
       env: options.env ?? process.env,
@@ -64,6 +66,7 @@ export const run: Runner = (command, args, options = {}) =>
       resolve({ command, args, code, signal, stdout, stderr, timedOut });
     });
   });
+};
 
 /** Run and fail with the command's own error output when it exits non-zero. */
 export async function runChecked(

@@ -1,14 +1,16 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { isErrno } from './errors.js';
+
+let tmpCounter = 0;
 
 /**
  * Write a file so readers see the old content or the new, never a mix:
  * write a temp file in the same directory, fsync it, rename over the target.
  */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  // Unique per process and call; 'wx' below refuses to reuse a name anyway.
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${++tmpCounter}.tmp`);
   const fh = await fs.open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);

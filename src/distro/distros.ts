@@ -1,7 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import * as v from 'valibot';
-import { parse as parseYaml } from 'yaml';
 import { PvmlabError, UsageError } from '../core/errors.js';
 import { readTextIfExists, writeFileAtomic } from '../core/fsutil.js';
 
@@ -68,10 +67,11 @@ export function distrosPath(app: string): string {
   return join(app, 'distros.yaml');
 }
 
-export function parseDistros(text: string, source: string): DistroEntry[] {
+export async function parseDistros(text: string, source: string): Promise<DistroEntry[]> {
+  const { parse } = await import('yaml');
   let data: unknown;
   try {
-    data = parseYaml(text);
+    data = parse(text);
   } catch (err) {
     throw new PvmlabError(`${source} is not valid YAML: ${(err as Error).message}`);
   }

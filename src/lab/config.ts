@@ -1,7 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import * as v from 'valibot';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { PvmlabError, UsageError } from '../core/errors.js';
 import { writeFileAtomic, readTextIfExists } from '../core/fsutil.js';
 import { describeIssues } from './schema.js';
@@ -92,7 +91,9 @@ export async function loadLabConfig(app: string): Promise<LabConfig> {
   if (text === undefined) return defaultLabConfig();
   let data: unknown;
   try {
-    data = parseYaml(text);
+    // yaml is large: load it only when a command reads settings (keeps `vm list` fast).
+    const { parse } = await import('yaml');
+    data = parse(text);
   } catch (err) {
     throw new PvmlabError(`${path} is not valid YAML: ${(err as Error).message}`);
   }
@@ -105,5 +106,6 @@ export async function loadLabConfig(app: string): Promise<LabConfig> {
 export async function saveLabConfig(app: string, config: LabConfig): Promise<void> {
   resolveLabConfig(config);
   await fs.mkdir(app, { recursive: true });
-  await writeFileAtomic(labConfigPath(app), HEADER + stringifyYaml(config));
+  const { stringify } = await import('yaml');
+  await writeFileAtomic(labConfigPath(app), HEADER + stringify(config));
 }

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PvmlabError, isErrno } from '../core/errors.js';
 import { writeFileAtomic } from '../core/fsutil.js';
@@ -28,12 +28,14 @@ export async function listVms(app: string): Promise<VmList> {
     throw err;
   }
   const files = entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).sort();
-  const results = await Promise.all(
-    files.map(async (f) => {
-      const text = await fs.readFile(join(dir, f), 'utf8').catch((err: Error) => err);
-      return { f, text };
-    }),
-  );
+  // Synchronous reads: for many small files they cost a fraction of fs.promises' per-file overhead.
+  const results = files.map((f) => {
+    try {
+      return { f, text: readFileSync(join(dir, f), 'utf8') };
+    } catch (err) {
+      return { f, text: err as Error };
+    }
+  });
   const vms: VmDefinition[] = [];
   const invalid: InvalidDefinition[] = [];
   for (const { f, text } of results) {

@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import { isErrno } from '../core/errors.js';
 import { run, type Runner } from '../core/exec.js';
 
@@ -14,7 +14,8 @@ export interface ProcessInfo {
 export async function readPidFile(path: string): Promise<number | undefined> {
   let text: string;
   try {
-    text = await fs.readFile(path, 'utf8');
+    // Sync: `vm list` checks one pid file per VM, and most do not exist.
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
     throw err;

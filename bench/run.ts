@@ -1,0 +1,95 @@
+/**
+ * Benchmarks, each reported as a ratio to a baseline measured in the same run, so the
+ * numbers mean something on any machine. Run with `npm run bench`.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { serializeVm, VM_SCHEMA_VERSION } from '../src/lab/schema.js';
+
+const BIN = resolve('bin/pvmlab.js');
+
+function timeOnce(args: string[], env: NodeJS.ProcessEnv): number {
+  const t = process.hrtime.bigint();
+  const r = spawnSync(process.execPath, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const ms = Number(process.hrtime.bigint() - t) / 1e6;
+  if (r.status !== 0) throw new Error(`${args.join(' ')} exited ${r.status}: ${r.stderr.toString()}`);
+  return ms;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+/** Alternate baseline and subject so drift in machine load hits both alike. */
+function compare(baseline: string[], subject: string[], env: NodeJS.ProcessEnv, runs: number) {
+  for (let i = 0; i < 3; i++) {
+    timeOnce(baseline, env);
+    timeOnce(subject, env);
+  }
+  const b: number[] = [];
+  const s: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    b.push(timeOnce(baseline, env));
+    s.push(timeOnce(subject, env));
+  }
+  return { baselineMs: median(b), subjectMs: median(s), ratio: median(s) / median(b) };
+}
+
+async function vmListScenario(runs: number) {
+  const home = await mkdtemp(join(tmpdir(), 'pvmlab-bench-'));
+  try {
+    const vms = join(home, '.pvmlab', 'vms');
+    await mkdir(vms, { recursive: true });
+    for (let i = 0; i < 100; i++) {
+      const name = `vm${String(i).padStart(3, '0')}`;
+      const mac = `52:54:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`;
+      await writeFile(
+        join(vms, `${name}.json`),
+        serializeVm({
+          name,
+          role: 'target',
+          arch: 'x86_64',
+          ip: `10.${(i >> 8) & 255}.${i & 255}.10`,
+          subnet: '10.0.0.0/8',
+          mac,
+          pxeboot: i % 2 === 0,
+          distro: 'ubuntu-24.04',
+          ssh_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBench pvmlab\n',
+          memory: 2048,
+          cpus: 2,
+          schema_version: VM_SCHEMA_VERSION,
+        }),
+      );
+    }
+    const env = { ...process.env, PVMLAB_HOME: home };
+    return compare(['-e', '0'], [BIN, 'vm', 'list', '--json'], env, runs);
+  } finally {
+    await rm(home, { recursive: true, force: true });
+  }
+}
+
+const runs = Number(process.env.BENCH_RUNS ?? 21);
+const list = await vmListScenario(runs);
+const report = {
+  date: new Date().toISOString(),
+  node: process.version,
+  runs,
+  scenarios: [
+    {
+      name: 'vm list --json, 100 VMs',
+      baseline: 'node -e 0',
+      goal: 'ratio <= 1.5',
+      ...list,
+    },
+  ],
+};
+for (const s of report.scenarios)
+  console.log(
+    `${s.name}: ${s.subjectMs.toFixed(1)} ms vs ${s.baseline} ${s.baselineMs.toFixed(1)} ms = ${s.ratio.toFixed(2)}x (${s.goal})`,
+  );
+await mkdir('bench/results', { recursive: true });
+await writeFile(join('bench/results', `${report.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2));
