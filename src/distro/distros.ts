@@ -9,7 +9,13 @@ const ArchEntry = v.object({
   kernel_path: v.optional(v.string()),
   initrd_path: v.optional(v.string()),
   /** Expected sha256 of the image, hex. */
-  sha256: v.optional(v.pipe(v.string(), v.regex(/^[0-9a-f]{64}$/i, 'sha256 must be 64 hex digits'))),
+  sha256: v.optional(
+    v.pipe(
+      // YAML reads an all-digit checksum as a number: tell the user to quote it.
+      v.string('sha256 must be a quoted string of 64 hex digits'),
+      v.regex(/^[0-9a-f]{64}$/i, 'sha256 must be 64 hex digits'),
+    ),
+  ),
   /** A SHA256SUMS-style file listing the image (used when sha256 is not given). */
   checksum_url: v.optional(v.pipe(v.string(), v.url())),
 });
@@ -68,7 +74,7 @@ export function distrosPath(app: string): string {
 }
 
 export async function parseDistros(text: string, source: string): Promise<DistroEntry[]> {
-  const { parse } = await import('yaml');
+  const { parse } = await import('../core/yaml.js');
   let data: unknown;
   try {
     data = parse(text);

@@ -92,7 +92,7 @@ export async function loadLabConfig(app: string): Promise<LabConfig> {
   let data: unknown;
   try {
     // yaml is large: load it only when a command reads settings (keeps `vm list` fast).
-    const { parse } = await import('yaml');
+    const { parse } = await import('../core/yaml.js');
     data = parse(text);
   } catch (err) {
     throw new PvmlabError(`${path} is not valid YAML: ${(err as Error).message}`);
@@ -106,6 +106,6 @@ export async function loadLabConfig(app: string): Promise<LabConfig> {
 export async function saveLabConfig(app: string, config: LabConfig): Promise<void> {
   resolveLabConfig(config);
   await fs.mkdir(app, { recursive: true });
-  const { stringify } = await import('yaml');
+  const { stringify } = await import('../core/yaml.js');
   await writeFileAtomic(labConfigPath(app), HEADER + stringify(config));
 }
