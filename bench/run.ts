@@ -92,4 +92,7 @@ for (const s of report.scenarios)
     `${s.name}: ${s.subjectMs.toFixed(1)} ms vs ${s.baseline} ${s.baselineMs.toFixed(1)} ms = ${s.ratio.toFixed(2)}x (${s.goal})`,
   );
 await mkdir('bench/results', { recursive: true });
-await writeFile(join('bench/results', `${report.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(report, null, 2));
+await writeFile(
+  join('bench/results', `${report.date.replace(/[:.]/g, '-')}.json`),
+  JSON.stringify(report, null, 2),
+);

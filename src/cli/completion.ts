@@ -75,12 +75,19 @@ export function fishCompletion(nodes: CommandNode[]): string {
     '# fish completion for pvmlab; load with: pvmlab completion fish | source',
     'complete -c pvmlab -f',
   ];
+  // Leaf names repeat across groups (vm start, network start; clean, vm clean): a condition names the
+  // whole path and rules out the other top-level groups, or `network start` would offer VM names.
+  const groups = nodes.filter((n) => n.path.length === 1 && n.subcommands.length).map((n) => n.path[0]);
   for (const n of nodes) {
+    const others = groups.filter((g) => g !== n.path[0]);
     const cond =
       n.path.length === 0
         ? '__fish_use_subcommand'
-        : `__fish_seen_subcommand_from ${n.path[n.path.length - 1]}` +
-          (n.subcommands.length ? `; and not __fish_seen_subcommand_from ${n.subcommands.join(' ')}` : '');
+        : [
+            ...n.path.map((p) => `__fish_seen_subcommand_from ${p}`),
+            ...(others.length ? [`not __fish_seen_subcommand_from ${others.join(' ')}`] : []),
+            ...(n.subcommands.length ? [`not __fish_seen_subcommand_from ${n.subcommands.join(' ')}`] : []),
+          ].join('; and ');
     const parent = nodes.find((p) => p.path.join(' ') === n.path.join(' '));
     for (const s of n.subcommands) {
       const child = nodes.find((c) => c.path.join(' ') === [...n.path, s].join(' '));

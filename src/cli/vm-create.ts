@@ -6,7 +6,7 @@ import { vmFiles, sshKeyPath } from '../core/paths.js';
 import { log } from '../core/log.js';
 import { buildIso } from '../cloudinit/iso.js';
 import { targetSeedFiles } from '../cloudinit/nocloud.js';
-import { download, parseChecksumFile } from '../distro/download.js';
+import { copyLocalImage, download, parseChecksumFile } from '../distro/download.js';
 import { findDistro, imagePath, loadDistros, type DistroArch } from '../distro/distros.js';
 import { assignAddresses, assignMac, checkNameFree } from '../lab/allocate.js';
 import { loadLabConfig, resolveLabConfig } from '../lab/config.js';
@@ -39,6 +39,10 @@ async function ensureImage(ctx: Context, distro: string, arch: Arch, entry: Dist
   let sha256 = entry.sha256;
   const existing = await fs.stat(dest).catch(() => undefined);
   if (existing) return dest;
+  if (entry.qcow2_url.startsWith('file:')) {
+    await copyLocalImage({ url: entry.qcow2_url, dest, ...(sha256 ? { sha256 } : {}) });
+    return dest;
+  }
   if (!sha256 && entry.checksum_url) {
     const r = await fetch(entry.checksum_url).catch((err: Error) => {
       throw new PvmlabError(`cannot fetch checksums ${entry.checksum_url}: ${err.message}`);

@@ -121,6 +121,15 @@ export function findDistro(distros: readonly DistroEntry[], name: string, arch: 
 
 /** Where a distro's image lives: images/<distro>/<arch>/<basename of the URL>. */
 export function imagePath(app: string, distro: string, arch: string, url: string): string {
-  const base = decodeURIComponent(new URL(url).pathname.split('/').pop() || 'image.qcow2');
+  const last = new URL(url).pathname.split('/').pop() ?? '';
+  let base: string;
+  try {
+    base = decodeURIComponent(last);
+  } catch {
+    base = last; // a stray '%': keep the name as written
+  }
+  // An encoded '/' (%2F) must not lead out of the image directory.
+  base = base.split(/[/\\]/).pop() ?? '';
+  if (base === '' || base === '.' || base === '..') base = 'image.qcow2';
   return join(app, 'images', distro, arch, base);
 }

@@ -8,6 +8,7 @@ import { createReadStream, promises as fs, type Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { STATUS_CODES } from 'node:http';
 import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { PvmlabError, errorMessage, isErrno } from '../core/errors.js';
 import { removePath } from '../core/fsutil.js';
 
@@ -267,4 +268,32 @@ async function statIfExists(path: string): Promise<Stats | undefined> {
 async function removeIfEmpty(path: string): Promise<void> {
   const st = await statIfExists(path);
   if (st !== undefined && st.size === 0) await removePath(path);
+}
+
+/**
+ * A `file://` image (a local or offline mirror): copied into the image cache with the same
+ * guarantees as a download: checksum verified, `.part` then rename, nothing left on failure.
+ */
+export async function copyLocalImage(opts: {
+  url: string;
+  dest: string;
+  sha256?: string;
+}): Promise<DownloadResult> {
+  const src = fileURLToPath(opts.url);
+  const expected = normaliseSha256(opts.sha256);
+  const st = await statIfExists(src);
+  if (!st?.isFile()) throw new PvmlabError(`image ${src} (from ${opts.url}) does not exist or is not a file`);
+  await fs.mkdir(dirname(opts.dest), { recursive: true });
+  const part = `${opts.dest}.part`;
+  try {
+    await fs.copyFile(src, part);
+    const actual = await hashFile(part);
+    if (expected !== undefined && actual !== expected)
+      throw new PvmlabError(`checksum mismatch for ${opts.url}: expected ${expected}, got ${actual}`);
+    await fs.rename(part, opts.dest);
+    return { path: opts.dest, bytes: st.size, resumed: false, alreadyPresent: false, sha256: actual };
+  } catch (err) {
+    await removePath(part);
+    throw err;
+  }
 }

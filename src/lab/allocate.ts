@@ -86,7 +86,7 @@ export function assignAddresses(
     const s6 = prov?.subnetv6 ? parseSubnet(prov.subnetv6, 'ipv6', 'provisioner subnetv6') : lab.subnet6;
     let subnetv6: string;
     if (s6) {
-      if (!inSubnet(p.address, s6))
+      if (!inSubnet(p.address, s6) || (p.prefix !== undefined && p.prefix !== s6.prefix))
         throw new UsageError(`--ipv6 ${req.ipv6} is outside the lab IPv6 subnet ${s6.cidr}`);
       subnetv6 = s6.cidr;
     } else {

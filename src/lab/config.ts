@@ -64,15 +64,18 @@ export interface ResolvedLab {
 }
 
 /** Check the addresses inside the config agree with its subnet. */
-export function resolveLabConfig(config: LabConfig): ResolvedLab {
+export function resolveLabConfig(config: LabConfig, source = 'lab.yaml'): ResolvedLab {
   const subnet = parseSubnet(config.subnet, 'ipv4', 'subnet');
   for (const key of ['provisioner_ip', 'host_ip', 'dhcp_range_start', 'dhcp_range_end'] as const) {
     const a = parseAddress(config[key], 'ipv4', key);
+    // A prefix here would break every later use of the address (allocation, cloud-init).
+    if (a.prefix !== undefined)
+      throw new PvmlabError(`${source}: ${key} ${config[key]} must be a plain address, without a /prefix`);
     if (!inSubnet(a.address, subnet))
-      throw new PvmlabError(`lab.yaml: ${key} ${config[key]} is outside the subnet ${subnet.cidr}`);
+      throw new PvmlabError(`${source}: ${key} ${config[key]} is outside the subnet ${subnet.cidr}`);
   }
   if (ipv4ToInt(config.dhcp_range_start) > ipv4ToInt(config.dhcp_range_end))
-    throw new PvmlabError('lab.yaml: dhcp_range_start is after dhcp_range_end');
+    throw new PvmlabError(`${source}: dhcp_range_start is after dhcp_range_end`);
   const subnet6 = config.subnetv6 ? parseSubnet(config.subnetv6, 'ipv6', 'subnetv6') : undefined;
   return subnet6 ? { config, subnet, subnet6 } : { config, subnet };
 }
@@ -97,9 +100,18 @@ export async function loadLabConfig(app: string): Promise<LabConfig> {
   } catch (err) {
     throw new PvmlabError(`${path} is not valid YAML: ${(err as Error).message}`);
   }
-  const r = v.safeParse(LabConfigSchema, { ...defaultLabConfig(), ...(data as object) });
+  // Spreading a scalar or a list would silently give the defaults.
+  if (data !== null && (typeof data !== 'object' || Array.isArray(data)))
+    throw new PvmlabError(`${path}: expected a mapping of settings (key: value)`);
+  const r = v.safeParse(LabConfigSchema, { ...defaultLabConfig(), ...(data as object | null) });
   if (!r.success) throw new PvmlabError(`${path}: ${describeIssues(r.issues)}`);
-  resolveLabConfig(r.output);
+  try {
+    resolveLabConfig(r.output, path);
+  } catch (err) {
+    // A bad address in the file is not a usage error, and the message must say which file.
+    if (err instanceof UsageError) throw new PvmlabError(`${path}: ${err.message}`);
+    throw err;
+  }
   return r.output;
 }
 

@@ -44,10 +44,7 @@ async function acquire(path: string, timeoutMs: number): Promise<() => Promise<v
       if (!isErrno(err, 'EEXIST')) throw err;
     }
     holder = await readHolder(path);
-    if (holder > 0 && !alive(holder)) {
-      await breakStale(path, holder);
-      continue;
-    }
+    if (holder > 0 && !alive(holder) && (await breakStale(path, holder))) continue;
     if (Date.now() > deadline)
       throw new PvmlabError(
         `timed out waiting for the lab lock ${path}${holder ? ` (held by pid ${holder})` : ''}`,
@@ -66,23 +63,30 @@ async function readHolder(path: string): Promise<number> {
   }
 }
 
-/** Move the stale lock aside, then check we moved the dead owner's lock and not a fresh one. */
-async function breakStale(path: string, deadPid: number): Promise<void> {
-  const aside = `${path}.stale.${process.pid}.${Date.now()}`;
+/** A break guard older than this was left by a process that died while breaking a lock. */
+const GUARD_STALE_MS = 10_000;
+
+/**
+ * Remove a lock left by a dead process; true if we removed it. Waiters that saw the same stale
+ * lock must not act on it one after another, or a later one removes the fresh lock an earlier
+ * one just took: a second O_EXCL file guards the re-check and the removal.
+ */
+async function breakStale(path: string, deadPid: number): Promise<boolean> {
+  const guard = `${path}.break`;
   try {
-    await fs.rename(path, aside);
+    await (await fs.open(guard, 'wx', 0o644)).close();
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) return;
-    throw err;
+    if (!isErrno(err, 'EEXIST')) throw err;
+    const st = await fs.stat(guard).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > GUARD_STALE_MS) await fs.rm(guard, { force: true });
+    return false;
   }
-  const moved = await readHolder(aside);
-  if (moved !== deadPid && moved > 0 && alive(moved)) {
-    // We raced another taker and moved its live lock: put it back if the slot is still free.
-    try {
-      await fs.link(aside, path);
-    } catch {
-      /* someone holds it again; they own it now */
-    }
+  try {
+    // Only the dead owner's lock: it cannot change under us, as nobody else may remove it now.
+    if ((await readHolder(path)) !== deadPid) return false;
+    await fs.rm(path, { force: true });
+    return true;
+  } finally {
+    await fs.rm(guard, { force: true });
   }
-  await fs.rm(aside, { force: true });
 }

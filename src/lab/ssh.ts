@@ -28,11 +28,20 @@ export function sshOptions(key: string, extra: { batch?: boolean } = {}): string
   return opts;
 }
 
+/**
+ * A word of ProxyCommand, which ssh hands to a shell after expanding `%` tokens: quote what the
+ * shell would split or expand (a key under a home with spaces), double a literal `%`.
+ */
+function proxyWord(word: string): string {
+  const quoted = /^[A-Za-z0-9_/.,:@+=-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+  return quoted.replace(/%/g, '%%');
+}
+
 function jumpOption(key: string, t: SshTarget): string[] {
   if (!t.jump) return [];
   const inner = [
     'ssh',
-    ...sshOptions(key, { batch: true }),
+    ...sshOptions(proxyWord(key), { batch: true }),
     '-p',
     String(t.jump.port),
     '-W',

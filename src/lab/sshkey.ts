@@ -88,14 +88,18 @@ export async function ensureSshKey(path: string): Promise<{ created: boolean; pu
 
 /** Recover `ssh-ed25519 <blob> <comment>` from an unencrypted openssh-key-v1 private key. */
 export function publicKeyFromOpenSshPrivate(pem: string): string {
+  const notAKey = () =>
+    new PvmlabError('the lab SSH key is not an OpenSSH private key; remove it and run pvmlab setup');
   const b64 = pem.replace(/-----(BEGIN|END) OPENSSH PRIVATE KEY-----/g, '').replace(/\s+/g, '');
   const body = Buffer.from(b64, 'base64');
   const magic = 'openssh-key-v1\0';
-  if (body.subarray(0, magic.length).toString() !== magic)
-    throw new PvmlabError('the lab SSH key is not an OpenSSH private key; remove it and run pvmlab setup');
+  if (body.subarray(0, magic.length).toString() !== magic) throw notAKey();
   let off = magic.length;
+  // A truncated or corrupt key must give the message above, not a RangeError.
   const next = (): Buffer => {
+    if (off + 4 > body.length) throw notAKey();
     const len = body.readUInt32BE(off);
+    if (off + 4 + len > body.length) throw notAKey();
     const v = body.subarray(off + 4, off + 4 + len);
     off += 4 + len;
     return v;
@@ -103,8 +107,12 @@ export function publicKeyFromOpenSshPrivate(pem: string): string {
   next(); // cipher
   next(); // kdf
   next(); // kdf options
+  if (off + 4 > body.length) throw notAKey();
   off += 4; // key count
   const pubBlob = next();
+  next(); // the private section: present in full
+  if (pubBlob.length < 4 || 4 + pubBlob.readUInt32BE(0) > pubBlob.length) throw notAKey();
   const keyType = pubBlob.subarray(4, 4 + pubBlob.readUInt32BE(0)).toString();
+  if (!/^[\x21-\x7e]+$/.test(keyType)) throw notAKey();
   return `${keyType} ${pubBlob.toString('base64')} pvmlab\n`;
 }

@@ -69,6 +69,8 @@ export function parseAddress(value: string, kind: 'ipv4' | 'ipv6', flag: string)
   }
   if (kind === 'ipv4' && !ipaddr.IPv4.isValidFourPartDecimal(addr))
     throw bad('not a dotted-quad IPv4 address');
+  if (parsed instanceof ipaddr.IPv6 && parsed.zoneId !== undefined)
+    throw bad('a zone id (%...) is not allowed in a static address');
   let prefix: number | undefined;
   if (prefixText !== undefined) {
     const max = kind === 'ipv4' ? 32 : 128;
@@ -128,7 +130,7 @@ export function parseSize(text: string, flag = '--disk-size'): number {
   const m = /^(\d+)\s*([KMGT]i?B?|B)?$/i.exec(text.trim());
   if (!m) throw new UsageError(`invalid ${flag} '${text}': expected a size like 10G, 512M or 2048`);
   const units: Record<string, number> = { '': 1, B: 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
-  const unit = (m[2] ?? '').toUpperCase().replace(/I?B$/, '') || (m[2]?.toUpperCase() === 'B' ? 'B' : '');
+  const unit = (m[2] ?? '').toUpperCase().replace(/I?B?$/, '') || (m[2]?.toUpperCase() === 'B' ? 'B' : '');
   const mult = units[unit];
   if (mult === undefined) throw new UsageError(`invalid ${flag} '${text}': unknown unit`);
   const bytes = Number(m[1]) * mult;

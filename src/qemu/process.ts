@@ -27,9 +27,24 @@ export async function readPidFile(path: string): Promise<number | undefined> {
 export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return isErrno(err, 'EPERM');
+    if (!isErrno(err, 'EPERM')) return false;
+  }
+  // A daemonised QEMU that has exited stays a zombie until init reaps it, and a zombie still
+  // answers signal 0; some container inits reap late or never.
+  return !isZombie(pid);
+}
+
+/** Linux: the process has exited but is not reaped yet (state Z or X in /proc/<pid>/stat). */
+function isZombie(pid: number): boolean {
+  if (process.platform !== 'linux') return false;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The state follows the parenthesised command name, which may itself contain ')'.
+    const state = stat.charAt(stat.lastIndexOf(')') + 2);
+    return state === 'Z' || state === 'X';
+  } catch (err) {
+    return isErrno(err, 'ENOENT'); // reaped in the meantime
   }
 }
 

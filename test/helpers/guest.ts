@@ -1,0 +1,102 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildCpio } from '../../src/distro/cpio.js';
+
+export const GUEST_READY = 'PVMLAB-TEST-GUEST-READY';
+export const GUEST_POWEROFF = 'PVMLAB-TEST-GUEST-POWEROFF';
+
+/**
+ * A tiny real guest for lifecycle tests: a UEFI disk whose ESP holds GRUB (standalone, with
+ * Debian's cloud kernel and a busybox initramfs in its memdisk). The guest prints a marker,
+ * then powers off when the ACPI power button is pressed, as a real OS does.
+ */
+const INIT = `#!/bin/busybox sh
+B=/bin/busybox
+$B mkdir -p /proc /sys /dev
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+$B mount -t devtmpfs dev /dev
+$B insmod /lib/evdev.ko
+$B insmod /lib/button.ko
+dev=""
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  for d in /sys/class/input/event*; do
+    if $B grep -q "Power Button" "$d/device/name" 2>/dev/null; then dev=/dev/input/$($B basename "$d"); fi
+  done
+  [ -n "$dev" ] && break
+  $B sleep 1
+done
+echo "${GUEST_READY} power-button=$dev"
+$B head -c 1 "$dev" > /dev/null
+echo "${GUEST_POWEROFF}"
+$B poweroff -f
+`;
+
+const GRUB_CFG = `set timeout=0
+linux (memdisk)/vmlinuz console=ttyS0,115200 panic=-1 loglevel=4
+initrd (memdisk)/initrd.img
+boot
+`;
+
+function newestCloudKernel(): { kernel: string; version: string } {
+  const k = readdirSync('/boot')
+    .filter((f) => /^vmlinuz-.*amd64$/.test(f))
+    .sort()
+    .pop();
+  if (!k) throw new Error('no Debian kernel in /boot: install linux-image-cloud-amd64 (.ci/run does)');
+  return { kernel: join('/boot', k), version: k.slice('vmlinuz-'.length) };
+}
+
+/** Build (once per kernel version, cached in the temp dir) and return the qcow2 path. */
+export async function testGuestDisk(): Promise<string> {
+  const { kernel, version } = newestCloudKernel();
+  const out = join(tmpdir(), `pvmlab-test-guest-${version}.qcow2`);
+  if (existsSync(out)) return out;
+  const work = await mkdtemp(join(tmpdir(), 'pvmlab-guest-build-'));
+  try {
+    const mod = (p: string) => readFileSync(join('/lib/modules', version, 'kernel', p));
+    const initrd = buildCpio([
+      { path: 'bin', type: 'dir', mode: 0o755 },
+      { path: 'lib', type: 'dir', mode: 0o755 },
+      { path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync('/bin/busybox') },
+      { path: 'lib/evdev.ko', type: 'file', mode: 0o644, data: mod('drivers/input/evdev.ko') },
+      { path: 'lib/button.ko', type: 'file', mode: 0o644, data: mod('drivers/acpi/button.ko') },
+      { path: 'init', type: 'file', mode: 0o755, data: INIT },
+    ]);
+    await writeFile(join(work, 'initrd.img'), initrd);
+    await writeFile(join(work, 'grub.cfg'), GRUB_CFG);
+    const efi = join(work, 'BOOTX64.EFI');
+    execFileSync(
+      'grub-mkstandalone',
+      [
+        '--format=x86_64-efi',
+        `--output=${efi}`,
+        '--modules=part_gpt fat linux memdisk',
+        `boot/grub/grub.cfg=${join(work, 'grub.cfg')}`,
+        `vmlinuz=${kernel}`,
+        `initrd.img=${join(work, 'initrd.img')}`,
+      ],
+      { stdio: 'pipe' },
+    );
+    const raw = join(work, 'disk.raw');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'raw', raw, '64M']);
+    // ESP: 60 MiB from 1 MiB; the FAT file system must end inside the partition (before the backup GPT).
+    execFileSync('sgdisk', ['-n', '1:2048:+60M', '-t', '1:ef00', raw], { stdio: 'pipe' });
+    const esp = `${raw}@@1M`;
+    execFileSync('mformat', ['-i', esp, '-T', String(60 * 2048), '-h', '64', '-s', '32', '::'], {
+      stdio: 'pipe',
+    });
+    execFileSync('mmd', ['-i', esp, '::/EFI', '::/EFI/BOOT'], { stdio: 'pipe' });
+    execFileSync('mcopy', ['-i', esp, efi, '::/EFI/BOOT/BOOTX64.EFI'], { stdio: 'pipe' });
+    await mkdir(tmpdir(), { recursive: true });
+    const tmp = `${out}.${process.pid}.tmp`;
+    execFileSync('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, tmp]);
+    await rename(tmp, out);
+    return out;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,225 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { PvmlabError, UsageError } from '../../../src/core/errors.js';
+import {
+  DEFAULT_DISTROS_YAML,
+  distrosPath,
+  findDistro,
+  imagePath,
+  loadDistros,
+  parseDistros,
+  type DistroEntry,
+} from '../../../src/distro/distros.js';
+
+async function tempApp(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
+  const dir = await fs.mkdtemp(join(tmpdir(), 'pvmlab-distros-'));
+  t.after(() => fs.rm(dir, { recursive: true, force: true }));
+  return join(dir, '.pvmlab');
+}
+
+async function rejectsWith(p: Promise<unknown>, message: string | RegExp): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof PvmlabError, `expected a PvmlabError, got ${String(err)}`);
+    assert.equal(err.exitCode, 1);
+    if (typeof message === 'string') assert.equal(err.message, message);
+    else assert.match(err.message, message);
+    return true;
+  });
+}
+
+function throwsUsage(fn: () => unknown, message: string): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof UsageError, `expected a UsageError, got ${String(err)}`);
+    assert.equal(err.exitCode, 2);
+    assert.equal(err.message, message);
+    return true;
+  });
+}
+
+const ONE = `- name: mini
+  distro_name: mini
+  version: 1
+  arch:
+    x86_64:
+      qcow2_url: https://example.com/mini.qcow2
+`;
+
+describe('DEFAULT_DISTROS_YAML', () => {
+  it('parses into the built-in distros', async () => {
+    const distros = await parseDistros(DEFAULT_DISTROS_YAML, 'defaults');
+    assert.deepEqual(
+      distros.map((d) => d.name),
+      ['ubuntu-24.04', 'fedora-40'],
+    );
+    for (const d of distros) assert.deepEqual(Object.keys(d.arch).sort(), ['aarch64', 'x86_64']);
+    const ubuntu = distros[0] as DistroEntry;
+    assert.equal(ubuntu.distro_name, 'ubuntu');
+    assert.equal(ubuntu.version, '24.04', 'quoted so YAML keeps it a string');
+    assert.deepEqual(ubuntu.arch.x86_64, {
+      qcow2_url: 'https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img',
+      checksum_url: 'https://cloud-images.ubuntu.com/noble/current/SHA256SUMS',
+      kernel_path: './boot/vmlinuz',
+      initrd_path: './boot/initrd.img',
+    });
+  });
+});
+
+describe('parseDistros', () => {
+  it('accepts an empty file as no distros', async () => {
+    assert.deepEqual(await parseDistros('', 'f.yaml'), []);
+    assert.deepEqual(await parseDistros('# nothing yet\n', 'f.yaml'), []);
+  });
+
+  it('accepts a numeric version and an sha256', async () => {
+    const sha = 'a'.repeat(64);
+    const [d] = await parseDistros(ONE.replace('.qcow2\n', `.qcow2\n      sha256: ${sha}\n`), 'f.yaml');
+    assert.equal(d?.version, 1);
+    assert.equal(d?.arch.x86_64?.sha256, sha);
+  });
+
+  it('refuses a distro listed twice, naming the file', async () => {
+    await rejectsWith(
+      parseDistros(ONE + ONE, '/x/distros.yaml'),
+      "/x/distros.yaml: distro 'mini' is listed twice",
+    );
+  });
+
+  it('refuses invalid YAML, naming the file', async () => {
+    await rejectsWith(
+      parseDistros('- name: [oops\n', '/x/distros.yaml'),
+      /^\/x\/distros\.yaml is not valid YAML: /,
+    );
+  });
+
+  it('refuses invalid fields, naming the file and the field', async () => {
+    const cases: [string, RegExp][] = [
+      [
+        ONE.replace('name: mini', 'name: Mini'),
+        /^\/x\/d\.yaml: 0\.name: name must be lowercase letters, digits, \. _ -$/,
+      ],
+      [
+        ONE.replace('https://example.com/mini.qcow2', 'not a url'),
+        /^\/x\/d\.yaml: 0\.arch\.x86_64\.qcow2_url: /,
+      ],
+      [ONE.replace('x86_64:', 'riscv64:'), /^\/x\/d\.yaml: 0\.arch\.riscv64: /],
+      [
+        ONE.replace('.qcow2\n', '.qcow2\n      sha256: abc\n'),
+        /^\/x\/d\.yaml: 0\.arch\.x86_64\.sha256: sha256 must be 64 hex digits$/,
+      ],
+      [ONE.replace('  distro_name: mini\n', ''), /^\/x\/d\.yaml: 0\.distro_name: /],
+      ['name: not-a-list\n', /^\/x\/d\.yaml: /],
+    ];
+    for (const [text, message] of cases) await rejectsWith(parseDistros(text, '/x/d.yaml'), message);
+  });
+});
+
+describe('loadDistros', () => {
+  it('creates distros.yaml from the defaults once, then reads the user-edited file', async (t) => {
+    const app = await tempApp(t);
+    const path = distrosPath(app);
+    assert.equal(path, join(app, 'distros.yaml'));
+
+    const first = await loadDistros(app);
+    assert.deepEqual(first, await parseDistros(DEFAULT_DISTROS_YAML, 'defaults'));
+    assert.equal(await fs.readFile(path, 'utf8'), DEFAULT_DISTROS_YAML);
+    assert.deepEqual(await fs.readdir(app), ['distros.yaml']);
+
+    await fs.writeFile(path, ONE);
+    const second = await loadDistros(app);
+    assert.deepEqual(
+      second.map((d) => d.name),
+      ['mini'],
+    );
+    assert.equal(await fs.readFile(path, 'utf8'), ONE, 'an existing file is never overwritten');
+  });
+
+  it('names the file in errors', async (t) => {
+    const app = await tempApp(t);
+    await fs.mkdir(app, { recursive: true });
+    await fs.writeFile(distrosPath(app), ONE + ONE);
+    await rejectsWith(loadDistros(app), `${distrosPath(app)}: distro 'mini' is listed twice`);
+  });
+});
+
+describe('findDistro', () => {
+  it('returns the image entry for the distro and arch', async () => {
+    const distros = await parseDistros(DEFAULT_DISTROS_YAML, 'defaults');
+    assert.equal(
+      findDistro(distros, 'fedora-40', 'aarch64').kernel_path,
+      './boot/vmlinuz-6.8.5-301.fc40.aarch64',
+    );
+  });
+
+  it('refuses an unknown distro, listing the known ones', async () => {
+    const distros = await parseDistros(DEFAULT_DISTROS_YAML, 'defaults');
+    throwsUsage(
+      () => findDistro(distros, 'debian-12', 'x86_64'),
+      "unknown distro 'debian-12' (known: ubuntu-24.04, fedora-40)",
+    );
+    throwsUsage(() => findDistro([], 'debian-12', 'x86_64'), "unknown distro 'debian-12' (known: none)");
+  });
+
+  it('refuses a missing architecture, listing the ones it has', async () => {
+    const distros = await parseDistros(ONE, 'f.yaml');
+    throwsUsage(
+      () => findDistro(distros, 'mini', 'aarch64'),
+      "distro 'mini' has no aarch64 image (has: x86_64)",
+    );
+  });
+});
+
+describe('imagePath', () => {
+  const app = '/home/u/.pvmlab';
+
+  it('is images/<distro>/<arch>/<basename of the URL>', () => {
+    assert.equal(
+      imagePath(
+        app,
+        'ubuntu-24.04',
+        'x86_64',
+        'https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img',
+      ),
+      '/home/u/.pvmlab/images/ubuntu-24.04/x86_64/noble-server-cloudimg-amd64.img',
+    );
+  });
+
+  it('ignores the query and fragment and decodes the name', () => {
+    assert.equal(
+      imagePath(app, 'd', 'aarch64', 'https://h/x/My%20Image.qcow2?token=1#frag'),
+      '/home/u/.pvmlab/images/d/aarch64/My Image.qcow2',
+    );
+  });
+
+  it('falls back to image.qcow2 when the URL has no file name', () => {
+    assert.equal(
+      imagePath(app, 'd', 'x86_64', 'https://h/x/'),
+      '/home/u/.pvmlab/images/d/x86_64/image.qcow2',
+    );
+    assert.equal(imagePath(app, 'd', 'x86_64', 'https://h'), '/home/u/.pvmlab/images/d/x86_64/image.qcow2');
+  });
+
+  it('stays inside the image directory whatever the URL encodes', () => {
+    assert.equal(
+      imagePath(app, 'd', 'x86_64', 'https://h/x/..%2F..%2F..%2Fevil.img'),
+      '/home/u/.pvmlab/images/d/x86_64/evil.img',
+    );
+    assert.equal(
+      imagePath(app, 'd', 'x86_64', 'https://h/x/%2E%2E'),
+      '/home/u/.pvmlab/images/d/x86_64/image.qcow2',
+    );
+    assert.equal(
+      imagePath(app, 'd', 'x86_64', 'https://h/x/a%5Cb.img'),
+      '/home/u/.pvmlab/images/d/x86_64/b.img',
+    );
+  });
+
+  it('keeps a name with a stray % as written', () => {
+    assert.equal(
+      imagePath(app, 'd', 'x86_64', 'https://h/x/100%.img'),
+      '/home/u/.pvmlab/images/d/x86_64/100%.img',
+    );
+  });
+});

@@ -1,0 +1,170 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { describe, it } from 'node:test';
+import { PvmlabError } from '../../../src/core/errors.js';
+import { ensureSshKey, generateEd25519, publicKeyFromOpenSshPrivate } from '../../../src/lab/sshkey.js';
+
+const run = promisify(execFile);
+
+async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise<string> {
+  const dir = await fs.mkdtemp(join(tmpdir(), 'pvmlab-sshkey-'));
+  t.after(() => fs.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** `ssh-ed25519 <base64> <comment>\n` -> its parts. */
+function splitPublic(line: string): { type: string; blob: string; comment: string } {
+  const m = /^(ssh-ed25519) ([A-Za-z0-9+/]+={0,2}) (\S+)\n$/.exec(line);
+  assert.ok(m, `not an authorized_keys line: ${JSON.stringify(line)}`);
+  return { type: m[1] as string, blob: m[2] as string, comment: m[3] as string };
+}
+
+describe('generateEd25519', () => {
+  it('makes an OpenSSH private key and an authorized_keys line', () => {
+    const pair = generateEd25519();
+    assert.match(pair.privateKey, /^-----BEGIN OPENSSH PRIVATE KEY-----\n/);
+    assert.match(pair.privateKey, /\n-----END OPENSSH PRIVATE KEY-----\n$/);
+    for (const line of pair.privateKey.split('\n').slice(1, -2)) assert.ok(line.length <= 70, line);
+    const pub = splitPublic(pair.publicKey);
+    assert.equal(pub.type, 'ssh-ed25519');
+    assert.equal(pub.comment, 'pvmlab');
+    // The blob is string "ssh-ed25519" + string <32-byte key>.
+    const blob = Buffer.from(pub.blob, 'base64');
+    assert.equal(blob.length, 4 + 11 + 4 + 32);
+    assert.equal(blob.readUInt32BE(0), 11);
+    assert.equal(blob.subarray(4, 15).toString(), 'ssh-ed25519');
+    assert.equal(blob.readUInt32BE(15), 32);
+  });
+
+  it('uses the given comment', () => {
+    assert.equal(splitPublic(generateEd25519('lab@host').publicKey).comment, 'lab@host');
+  });
+
+  it('makes a different key each time', () => {
+    assert.notEqual(generateEd25519().publicKey, generateEd25519().publicKey);
+  });
+
+  it('is accepted by ssh-keygen, which derives the same public key', async (t) => {
+    const dir = await tempDir(t);
+    for (let i = 0; i < 5; i++) {
+      const pair = generateEd25519(`pvmlab-${i}`);
+      const keyPath = join(dir, `key${i}`);
+      await fs.writeFile(keyPath, pair.privateKey, { mode: 0o600 });
+      const { stdout } = await run('ssh-keygen', ['-y', '-f', keyPath]);
+      const fromSsh = stdout.trim().split(' ');
+      const ours = splitPublic(pair.publicKey);
+      assert.equal(fromSsh[0], 'ssh-ed25519');
+      assert.equal(fromSsh[1], ours.blob);
+      // ssh-keygen -l also reads the comment out of the private key.
+      const { stdout: fp } = await run('ssh-keygen', ['-l', '-f', keyPath]);
+      assert.match(fp, new RegExp(`^256 SHA256:\\S+ pvmlab-${i} \\(ED25519\\)\\n$`));
+    }
+  });
+
+  it('holds a private key that matches its public key', () => {
+    // Decode the openssh-key-v1 private section and sign with the seed through node:crypto.
+    const pair = generateEd25519();
+    const b64 = pair.privateKey.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, '');
+    const body = Buffer.from(b64, 'base64');
+    const pubRaw = Buffer.from(splitPublic(pair.publicKey).blob, 'base64').subarray(19);
+    const at = body.indexOf(Buffer.concat([pubRaw, Buffer.from([0, 0, 0, 64])]), 100);
+    assert.ok(at > 0, 'private section holds the public key followed by the 64-byte secret');
+    const seed = body.subarray(at + 36, at + 36 + 32);
+    assert.deepEqual(body.subarray(at + 68, at + 100), pubRaw);
+    const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]);
+    const priv = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+    const pubDer = Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), pubRaw]);
+    const pub = createPublicKey({ key: pubDer, format: 'der', type: 'spki' });
+    const sig = sign(null, Buffer.from('hello'), priv);
+    assert.equal(verify(null, Buffer.from('hello'), pub, sig), true);
+  });
+});
+
+describe('publicKeyFromOpenSshPrivate', () => {
+  it('recovers the public key of a generated key', () => {
+    const pair = generateEd25519();
+    assert.equal(publicKeyFromOpenSshPrivate(pair.privateKey), pair.publicKey);
+  });
+
+  it('recovers the public key of a key made by ssh-keygen', async (t) => {
+    const dir = await tempDir(t);
+    const keyPath = join(dir, 'k');
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'someone', '-f', keyPath]);
+    const pub = (await fs.readFile(`${keyPath}.pub`, 'utf8')).split(' ');
+    const got = publicKeyFromOpenSshPrivate(await fs.readFile(keyPath, 'utf8'));
+    assert.equal(got, `ssh-ed25519 ${pub[1]} pvmlab\n`);
+  });
+
+  it('rejects garbage with a PvmlabError', () => {
+    const pair = generateEd25519();
+    const lines = pair.privateKey.split('\n');
+    const truncated = [...lines.slice(0, 3), '-----END OPENSSH PRIVATE KEY-----', ''].join('\n');
+    const magicOnly = `-----BEGIN OPENSSH PRIVATE KEY-----\n${Buffer.from('openssh-key-v1\0').toString('base64')}\n-----END OPENSSH PRIVATE KEY-----\n`;
+    const rsaPem =
+      '-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n-----END RSA PRIVATE KEY-----\n';
+    for (const text of ['', 'garbage', 'not a key at all\n', rsaPem, magicOnly, truncated]) {
+      assert.throws(
+        () => publicKeyFromOpenSshPrivate(text),
+        (err: unknown) =>
+          err instanceof PvmlabError &&
+          err.message === 'the lab SSH key is not an OpenSSH private key; remove it and run pvmlab setup',
+        JSON.stringify(text.slice(0, 60)),
+      );
+    }
+  });
+});
+
+describe('ensureSshKey', () => {
+  it('creates the pair (0600 private key), then leaves it alone', async (t) => {
+    const dir = await tempDir(t);
+    const keyPath = join(dir, 'ssh', 'vm_key');
+    const first = await ensureSshKey(keyPath);
+    assert.equal(first.created, true);
+    splitPublic(first.publicKey);
+    assert.equal((await fs.stat(keyPath)).mode & 0o777, 0o600);
+    assert.equal(await fs.readFile(`${keyPath}.pub`, 'utf8'), first.publicKey);
+    const priv = await fs.readFile(keyPath, 'utf8');
+    assert.equal(publicKeyFromOpenSshPrivate(priv), first.publicKey);
+
+    const second = await ensureSshKey(keyPath);
+    assert.deepEqual(second, { created: false, publicKey: first.publicKey });
+    assert.equal(await fs.readFile(keyPath, 'utf8'), priv);
+    assert.deepEqual((await fs.readdir(join(dir, 'ssh'))).sort(), ['vm_key', 'vm_key.pub']);
+
+    const { stdout } = await run('ssh-keygen', ['-y', '-f', keyPath]);
+    assert.equal(stdout.trim().split(' ')[1], splitPublic(first.publicKey).blob);
+  });
+
+  it('rewrites a missing .pub from the private key, without touching the private key', async (t) => {
+    const dir = await tempDir(t);
+    const keyPath = join(dir, 'vm_key');
+    const first = await ensureSshKey(keyPath);
+    const priv = await fs.readFile(keyPath, 'utf8');
+    await fs.rm(`${keyPath}.pub`);
+    const again = await ensureSshKey(keyPath);
+    assert.deepEqual(again, { created: false, publicKey: first.publicKey });
+    assert.equal(await fs.readFile(`${keyPath}.pub`, 'utf8'), first.publicKey);
+    assert.equal(await fs.readFile(keyPath, 'utf8'), priv);
+  });
+
+  it('returns an existing .pub as it is', async (t) => {
+    const dir = await tempDir(t);
+    const keyPath = join(dir, 'vm_key');
+    await ensureSshKey(keyPath);
+    await fs.writeFile(`${keyPath}.pub`, 'ssh-ed25519 AAAA custom\n');
+    assert.deepEqual(await ensureSshKey(keyPath), { created: false, publicKey: 'ssh-ed25519 AAAA custom\n' });
+  });
+
+  it('refuses a private key it cannot read when the .pub is missing', async (t) => {
+    const dir = await tempDir(t);
+    const keyPath = join(dir, 'vm_key');
+    await fs.writeFile(keyPath, 'garbage\n', { mode: 0o600 });
+    await assert.rejects(ensureSshKey(keyPath), PvmlabError);
+    await assert.rejects(fs.stat(`${keyPath}.pub`), { code: 'ENOENT' });
+  });
+});

@@ -1,0 +1,297 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { run } from '../../../src/core/exec.js';
+import { buildQemuArgv, escapeOpt, qemuBinary, type QemuSpec } from '../../../src/qemu/argv.js';
+import { createBlankDisk } from '../../../src/qemu/img.js';
+import type { QmpClient } from '../../../src/qemu/qmp.js';
+import { connectQmp, killQuietly, shortTempDir, waitFor } from '../../helpers/qemu.js';
+
+const FILES = { pid: '/lab/pids/n1.pid', qmp: '/lab/monitors/n1.qmp', log: '/lab/logs/n1.log' };
+const TAP = 'tap,ifname=pvt0123456789,script=no,downscript=no';
+
+function diskSpec(over: Partial<QemuSpec> = {}): QemuSpec {
+  return {
+    name: 'n1',
+    arch: 'x86_64',
+    accel: 'tcg',
+    memoryMiB: 2048,
+    cpus: 2,
+    firmware: { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', vars: '/lab/vms/n1-vars.fd' },
+    disk: '/lab/vms/n1.qcow2',
+    seedIso: '/lab/configs/cloud-init/n1.iso',
+    boot: 'disk',
+    mac: '52:54:00:12:34:56',
+    nic: { wrapper: [], netdev: TAP },
+    files: FILES,
+    interactive: false,
+    ...over,
+  };
+}
+
+test('qemuBinary per arch', () => {
+  assert.equal(qemuBinary('x86_64'), 'qemu-system-x86_64');
+  assert.equal(qemuBinary('aarch64'), 'qemu-system-aarch64');
+});
+
+test('x86_64 disk VM with a seed ISO under TCG: the full argv', () => {
+  assert.deepEqual(buildQemuArgv(diskSpec()), [
+    'qemu-system-x86_64',
+    '-name',
+    'pvmlab-n1',
+    '-machine',
+    'q35',
+    '-accel',
+    'tcg,thread=multi',
+    '-cpu',
+    'max',
+    '-smp',
+    '2',
+    '-m',
+    '2048',
+    '-nodefaults',
+    '-drive',
+    'if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd',
+    '-drive',
+    'if=pflash,format=raw,unit=1,file=/lab/vms/n1-vars.fd',
+    '-drive',
+    'if=none,id=disk0,format=qcow2,file=/lab/vms/n1.qcow2',
+    '-device',
+    'virtio-blk-pci,drive=disk0,bootindex=1',
+    '-drive',
+    'if=none,id=seed0,format=raw,readonly=on,file=/lab/configs/cloud-init/n1.iso',
+    '-device',
+    'virtio-blk-pci,drive=seed0',
+    '-netdev',
+    `${TAP},id=net0`,
+    '-device',
+    'virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=,bootindex=2',
+    '-pidfile',
+    '/lab/pids/n1.pid',
+    '-qmp',
+    'unix:/lab/monitors/n1.qmp,server=on,wait=off',
+    '-display',
+    'none',
+    '-chardev',
+    'file,id=ser0,path=/lab/logs/n1.log',
+    '-serial',
+    'chardev:ser0',
+    '-daemonize',
+  ]);
+});
+
+test('aarch64 PXE VM under HVF behind socket_vmnet_client: wrapper first, socket,fd=3', () => {
+  const client = '/opt/homebrew/opt/socket_vmnet/bin/socket_vmnet_client';
+  const socket = '/opt/homebrew/var/run/socket_vmnet';
+  const argv = buildQemuArgv({
+    name: 'pxe1',
+    arch: 'aarch64',
+    accel: 'hvf',
+    memoryMiB: 4096,
+    cpus: 4,
+    firmware: { code: '/opt/homebrew/share/qemu/edk2-aarch64-code.fd', vars: '/lab/vms/pxe1-vars.fd' },
+    disk: '/lab/vms/pxe1.qcow2',
+    boot: 'pxe',
+    mac: '52:54:00:aa:bb:cc',
+    nic: { wrapper: [client, socket], netdev: 'socket,fd=3' },
+    files: { pid: '/lab/pids/pxe1.pid', qmp: '/lab/monitors/pxe1.qmp', log: '/lab/logs/pxe1.log' },
+    interactive: false,
+  });
+  assert.deepEqual(argv, [
+    client,
+    socket,
+    'qemu-system-aarch64',
+    '-name',
+    'pvmlab-pxe1',
+    '-machine',
+    'virt,gic-version=3',
+    '-accel',
+    'hvf',
+    '-cpu',
+    'host',
+    '-smp',
+    '4',
+    '-m',
+    '4096',
+    '-nodefaults',
+    '-drive',
+    'if=pflash,format=raw,unit=0,readonly=on,file=/opt/homebrew/share/qemu/edk2-aarch64-code.fd',
+    '-drive',
+    'if=pflash,format=raw,unit=1,file=/lab/vms/pxe1-vars.fd',
+    '-drive',
+    'if=none,id=disk0,format=qcow2,file=/lab/vms/pxe1.qcow2',
+    '-device',
+    'virtio-blk-pci,drive=disk0,bootindex=2',
+    '-netdev',
+    'socket,fd=3,id=net0',
+    '-device',
+    'virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc,romfile=,bootindex=1',
+    '-pidfile',
+    '/lab/pids/pxe1.pid',
+    '-qmp',
+    'unix:/lab/monitors/pxe1.qmp,server=on,wait=off',
+    '-device',
+    'virtio-rng-pci',
+    '-display',
+    'none',
+    '-chardev',
+    'file,id=ser0,path=/lab/logs/pxe1.log',
+    '-serial',
+    'chardev:ser0',
+    '-daemonize',
+  ]);
+});
+
+test('interactive: serial and monitor muxed on stdio, no -daemonize, no log file', () => {
+  const argv = buildQemuArgv(diskSpec({ interactive: true, seedIso: undefined }));
+  const tail = argv.slice(argv.indexOf('-qmp') + 2);
+  assert.deepEqual(tail, [
+    '-nographic',
+    '-chardev',
+    'stdio,id=con0,mux=on,signal=off',
+    '-serial',
+    'chardev:con0',
+    '-mon',
+    'chardev=con0,mode=readline',
+  ]);
+  assert.equal(argv.includes('-daemonize'), false);
+  assert.equal(argv.includes('/lab/logs/n1.log'), false);
+  assert.equal(
+    argv.some((a) => a.includes('seed0')),
+    false,
+    'no seed drive without a seed ISO',
+  );
+});
+
+test("boot 'pxe' vs 'disk' swaps the bootindex of disk and NIC and nothing else", () => {
+  const disk = buildQemuArgv(diskSpec({ boot: 'disk' }));
+  const pxe = buildQemuArgv(diskSpec({ boot: 'pxe' }));
+  const devices = (argv: string[]) => argv.filter((_, i) => argv[i - 1] === '-device');
+  assert.deepEqual(devices(disk), [
+    'virtio-blk-pci,drive=disk0,bootindex=1',
+    'virtio-blk-pci,drive=seed0',
+    'virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=,bootindex=2',
+  ]);
+  assert.deepEqual(devices(pxe), [
+    'virtio-blk-pci,drive=disk0,bootindex=2',
+    'virtio-blk-pci,drive=seed0',
+    'virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,romfile=,bootindex=1',
+  ]);
+  const differing = disk.map((a, i) => (a === pxe[i] ? -1 : i)).filter((i) => i >= 0);
+  assert.equal(disk.length, pxe.length);
+  assert.equal(differing.length, 2);
+});
+
+test('escapeOpt doubles commas; option values with paths use it, plain path arguments do not', () => {
+  assert.equal(escapeOpt('/plain/path.qcow2'), '/plain/path.qcow2');
+  assert.equal(escapeOpt('/a,b/c,,d,'), '/a,,b/c,,,,d,,');
+  const argv = buildQemuArgv(
+    diskSpec({
+      firmware: { code: '/fw,1/code.fd', vars: '/l,ab/vars.fd' },
+      disk: '/l,ab/d.qcow2',
+      seedIso: '/l,ab/s.iso',
+      files: { pid: '/l,ab/p.pid', qmp: '/l,ab/q.sock', log: '/l,ab/s.log' },
+    }),
+  );
+  assert.ok(argv.includes('if=pflash,format=raw,unit=0,readonly=on,file=/fw,,1/code.fd'));
+  assert.ok(argv.includes('if=pflash,format=raw,unit=1,file=/l,,ab/vars.fd'));
+  assert.ok(argv.includes('if=none,id=disk0,format=qcow2,file=/l,,ab/d.qcow2'));
+  assert.ok(argv.includes('if=none,id=seed0,format=raw,readonly=on,file=/l,,ab/s.iso'));
+  assert.ok(argv.includes('unix:/l,,ab/q.sock,server=on,wait=off'));
+  assert.ok(argv.includes('file,id=ser0,path=/l,,ab/s.log'));
+  // -pidfile takes a bare path, not an option list: no escaping.
+  assert.equal(argv[argv.indexOf('-pidfile') + 1], '/l,ab/p.pid');
+});
+
+test('KVM uses -cpu host and -accel kvm; TCG uses -cpu max and multi-threaded TCG', () => {
+  const pick = (argv: string[]) => argv.slice(argv.indexOf('-machine'), argv.indexOf('-smp'));
+  assert.deepEqual(pick(buildQemuArgv(diskSpec({ accel: 'kvm' }))), [
+    '-machine',
+    'q35',
+    '-accel',
+    'kvm',
+    '-cpu',
+    'host',
+  ]);
+  assert.deepEqual(pick(buildQemuArgv(diskSpec({ arch: 'aarch64', accel: 'tcg' }))), [
+    '-machine',
+    'virt,gic-version=3',
+    '-accel',
+    'tcg,thread=multi',
+    '-cpu',
+    'max',
+  ]);
+});
+
+/** The QMP socket path back out of `-qmp unix:<escaped path>,server=on,wait=off`. */
+function qmpPathFromArgv(argv: string[]): string {
+  const value = argv[argv.indexOf('-qmp') + 1] ?? '';
+  const m = /^unix:(.*),server=on,wait=off$/.exec(value);
+  assert.ok(m, `unexpected -qmp value ${value}`);
+  return (m[1] ?? '').replaceAll(',,', ',');
+}
+
+/**
+ * Start the argv (minus -daemonize, plus -S, user networking instead of a TAP) under the real
+ * binary and check QEMU accepted every option: QMP answers and the machine sits in prelaunch.
+ */
+async function assertQemuAccepts(interactive: boolean): Promise<void> {
+  // A comma in the directory name exercises escapeOpt against QEMU's own option parser.
+  const { dir, cleanup } = await shortTempDir('pv,a-');
+  const vars = join(dir, 'vars.fd');
+  copyFileSync('/usr/share/OVMF/OVMF_VARS_4M.fd', vars);
+  const disk = join(dir, 'd.qcow2');
+  await createBlankDisk(run, disk, 64 * 2 ** 20);
+  const files = { pid: join(dir, 'p.pid'), qmp: join(dir, 'q.sock'), log: join(dir, 's.log') };
+  const argv = buildQemuArgv({
+    name: 'real1',
+    arch: 'x86_64',
+    accel: 'tcg',
+    memoryMiB: 256,
+    cpus: 1,
+    firmware: { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', vars },
+    disk,
+    boot: 'pxe',
+    mac: '52:54:00:12:34:56',
+    nic: { wrapper: [], netdev: 'user' },
+    files,
+    interactive,
+  });
+  assert.equal(argv.includes('-daemonize'), !interactive);
+  const [cmd, ...args] = argv.filter((a) => a !== '-daemonize') as [string, ...string[]];
+  assert.equal(cmd, 'qemu-system-x86_64');
+  const child = spawn(cmd, [...args, '-S'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  let exitCode: number | null | undefined;
+  void exited.then((c) => (exitCode = c));
+  let qmp: QmpClient | undefined;
+  try {
+    const socket = qmpPathFromArgv(argv);
+    assert.equal(socket, files.qmp);
+    await waitFor(() => exitCode !== undefined || existsSync(socket), 10_000, 'the QMP socket');
+    assert.equal(exitCode, undefined, `QEMU rejected the command line: ${stderr}`);
+    qmp = await connectQmp(socket);
+    assert.equal(await qmp.status(), 'prelaunch');
+    assert.equal(readFileSync(files.pid, 'utf8').trim(), String(child.pid));
+    await qmp.execute('quit');
+    assert.equal(await exited, 0);
+  } finally {
+    qmp?.close();
+    killQuietly(child.pid);
+    await cleanup();
+  }
+}
+
+test(
+  'real qemu-system-x86_64 accepts the daemon argv (OVMF, qcow2, -S, user netdev)',
+  { timeout: 30_000 },
+  () => assertQemuAccepts(false),
+);
+
+test('real qemu-system-x86_64 accepts the interactive argv', { timeout: 30_000 }, () =>
+  assertQemuAccepts(true),
+);
