@@ -45,8 +45,9 @@ export function labConfigForSubnet(cidr: string, base: LabConfig): LabConfig {
   const first = ipv4ToInt(s.network);
   const size = 2 ** (32 - s.prefix);
   const last = first + size - 2; // last usable, before broadcast
-  const poolStart = first + Math.floor(size / 4);
-  const poolEnd = first + Math.floor(size / 2);
+  // The pool sits where the original put it on a /24 (.100-.200), scaled to other sizes.
+  const poolStart = first + Math.floor((size * 100) / 256);
+  const poolEnd = first + Math.floor((size * 200) / 256);
   return {
     ...base,
     subnet: s.cidr,

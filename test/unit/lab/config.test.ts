@@ -75,8 +75,8 @@ describe('labConfigForSubnet', () => {
       subnet: '10.20.30.0/24',
       provisioner_ip: '10.20.30.1',
       host_ip: '10.20.30.254',
-      dhcp_range_start: '10.20.30.64',
-      dhcp_range_end: '10.20.30.128',
+      dhcp_range_start: '10.20.30.100',
+      dhcp_range_end: '10.20.30.200',
     });
   });
 
@@ -86,8 +86,8 @@ describe('labConfigForSubnet', () => {
       subnet: '172.16.0.0/16',
       provisioner_ip: '172.16.0.1',
       host_ip: '172.16.255.254',
-      dhcp_range_start: '172.16.64.0',
-      dhcp_range_end: '172.16.128.0',
+      dhcp_range_start: '172.16.100.0',
+      dhcp_range_end: '172.16.200.0',
     });
   });
 
@@ -97,8 +97,8 @@ describe('labConfigForSubnet', () => {
       subnet: '10.0.0.16/28',
       provisioner_ip: '10.0.0.17',
       host_ip: '10.0.0.30',
-      dhcp_range_start: '10.0.0.20',
-      dhcp_range_end: '10.0.0.24',
+      dhcp_range_start: '10.0.0.22',
+      dhcp_range_end: '10.0.0.28',
     });
   });
 

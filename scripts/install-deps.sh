@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install the Debian/Ubuntu packages pvmlab and its tests use. Needs root.
+#   scripts/install-deps.sh          what `pvmlab` itself needs
+#   scripts/install-deps.sh --test   plus what the test suite needs
+set -euo pipefail
+
+RUNTIME=(
+  qemu-system-x86 qemu-system-arm qemu-utils # QEMU for x86_64 and aarch64 guests, qemu-img
+  ovmf qemu-efi-aarch64                      # UEFI firmware (OVMF, AAVMF)
+  openssh-client iproute2                    # vm shell/copy; bridge and TAP devices
+)
+TEST=(
+  xorriso                                     # reads back the seed ISOs we write
+  cpio                                        # reads back the initramfs archives we write
+  busybox-static linux-image-cloud-amd64      # a tiny real guest OS for lifecycle tests
+  grub-efi-amd64-bin mtools gdisk             # ...on a UEFI-bootable disk built without mounting
+  fish python3                                # completion and plist checks with the real parsers
+)
+
+pkgs=("${RUNTIME[@]}")
+[[ "${1:-}" == "--test" ]] && pkgs+=("${TEST[@]}")
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: run as root (sudo $0 $*)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+echo "install-deps: installed ${#pkgs[@]} packages"
