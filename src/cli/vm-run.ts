@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { PvmlabError, UsageError } from '../core/errors.js';
 import { log } from '../core/log.js';
-import { labDirs, vmFiles, sshKeyPath } from '../core/paths.js';
+import { vmFiles } from '../core/paths.js';
 import { pathExists, removePath } from '../core/fsutil.js';
 import { loadLabConfig } from '../lab/config.js';
 import type { VmDefinition } from '../lab/schema.js';
@@ -35,8 +35,9 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
   const files = vmFiles(ctx.app, name);
   if ((await vmProcess(files.pid)).state === 'running')
     throw new PvmlabError(`VM '${name}' is already running`);
-  const boot: BootTarget = opts.boot ?? (vm.pxeboot ? 'disk' : 'disk');
-  const pxe = opts.boot === 'pxe' || vm.pxeboot === true;
+  // PXE VMs boot their disk first and fall back to the network; --boot pxe puts the NIC first.
+  const boot: BootTarget = opts.boot ?? 'disk';
+  const pxe = opts.boot === 'pxe' || (vm.pxeboot === true && opts.boot !== 'disk');
   if (opts.wait && pxe)
     throw new UsageError(
       `--wait on a PXE VM needs the provisioning timeline, which is not built yet; watch 'pvmlab vm logs ${name}' instead`,
@@ -76,7 +77,7 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
         firmware: { code: firmware.code, vars: files.varsFd },
         disk: files.disk,
         ...(seedIso ? { seedIso } : {}),
-        boot: opts.boot ?? boot,
+        boot,
         mac: vm.mac,
         nic,
         files,
@@ -142,12 +143,4 @@ export async function cleanVm(ctx: Context, vm: VmDefinition | string): Promise<
       await removePath(p);
     await deleteVmDefinition(ctx.app, name);
   });
-}
-
-export function sshKey(ctx: Context): string {
-  return sshKeyPath(ctx.app);
-}
-
-export async function logsDirExists(ctx: Context): Promise<boolean> {
-  return pathExists(labDirs(ctx.app).logs);
 }

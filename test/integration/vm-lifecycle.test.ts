@@ -4,11 +4,22 @@ import { writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { runCli, tempHome, type CliResult } from '../helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { BIN, runCli, tempHome, type CliResult } from '../helpers/cli.js';
 import { GUEST_POWEROFF, GUEST_READY, testGuestDisk } from '../helpers/guest.js';
 import { createNetns, deleteNetns, nsJson, waitFor } from '../helpers/netns.js';
 
 const BRIDGE = 'pvitbr0';
+
+/** Exited: no such process, or a zombie its parent has not reaped yet. */
+function processGone(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return /^\d+ \(.*\) [ZX]/.test(stat);
+  } catch {
+    return true;
+  }
+}
 
 /** Every file under a directory, relative to it. */
 function tree(dir: string): string[] {
@@ -123,7 +134,7 @@ describe('VM lifecycle on a real bridge inside a network namespace', { timeout: 
     const stop = await ok(['vm', 'stop', 'pxe1', '--timeout', '3']);
     assert.match(stop.stderr, /power off \(ACPI\)/);
     assert.match(stop.stderr, /stopped \(forced\)/);
-    assert.equal(existsSync(`/proc/${row?.pid}`), false);
+    assert.ok(processGone(row?.pid ?? 0), 'QEMU has exited');
     const after1 = JSON.parse((await ok(['vm', 'list', '--json'])).stdout) as {
       name: string;
       status: string;
@@ -164,6 +175,93 @@ describe('VM lifecycle on a real bridge inside a network namespace', { timeout: 
     assert.match(stop.stderr, /stopped \(powered off\)/);
     assert.ok(log('disk1').includes(GUEST_POWEROFF), 'the guest itself handled the power button');
     await ok(['vm', 'clean', 'disk1']);
+  });
+
+  test('vm start -i puts the serial console on the terminal; Ctrl-a x quits QEMU', async () => {
+    await ok(['vm', 'create', 'con1', '--pxeboot', '--memory', '512']);
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, BIN, 'vm', 'start', 'con1', '-i'], {
+      env: { ...process.env, NO_COLOR: '1', PVMLAB_HOME: home, PVMLAB_ACCEL: 'tcg' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise<number | null>((res) => child.on('close', res));
+    try {
+      await waitFor(
+        'the firmware on the attached console',
+        () => /Start PXE over IPv4/.test(out) || undefined,
+        120_000,
+      );
+      const rows = JSON.parse((await ok(['vm', 'list', '--json'])).stdout) as {
+        name: string;
+        status: string;
+      }[];
+      assert.equal(rows.find((r) => r.name === 'con1')?.status, 'Running');
+      child.stdin.write('\x01x'); // QEMU's mux escape: Ctrl-a x terminates
+      assert.equal(await exited, 0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    const rows = JSON.parse((await ok(['vm', 'list', '--json'])).stdout) as {
+      name: string;
+      status: string;
+    }[];
+    assert.equal(rows.find((r) => r.name === 'con1')?.status, 'Stopped');
+    assert.deepEqual(
+      nsJson<unknown[]>(ns, ['link', 'show', 'master', BRIDGE]),
+      [],
+      'TAP removed after the console session',
+    );
+    await ok(['vm', 'clean', 'con1']);
+  });
+
+  test('a second lab (own PVMLAB_HOME, subnet and bridge) runs beside the first', async () => {
+    const second = await tempHome('pvit2-');
+    const cli2 = (args: string[]) =>
+      runCli(args, { home: second.home, netns: ns, env: { PVMLAB_ACCEL: 'tcg' } });
+    try {
+      for (const args of [
+        ['setup', '--bridge', 'pvitbr1', '--subnet', '10.214.0.0/24'],
+        ['network', 'start'],
+        ['vm', 'create', 'twin', '--pxeboot', '--memory', '512'],
+        ['vm', 'start', 'twin'],
+      ]) {
+        const r = await cli2(args);
+        assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+      }
+      await ok(['vm', 'create', 'twin', '--pxeboot', '--memory', '512']);
+      await ok(['vm', 'start', 'twin']);
+      const one = JSON.parse((await ok(['vm', 'list', '--json'])).stdout) as {
+        name: string;
+        ip: string;
+        status: string;
+      }[];
+      const two = JSON.parse((await cli2(['vm', 'list', '--json'])).stdout) as {
+        name: string;
+        ip: string;
+        status: string;
+      }[];
+      assert.deepEqual(
+        one.map((r) => [r.name, r.ip, r.status]),
+        [['twin', '10.213.0.2', 'Running']],
+      );
+      assert.deepEqual(
+        two.map((r) => [r.name, r.ip, r.status]),
+        [['twin', '10.214.0.2', 'Running']],
+      );
+      assert.equal(nsJson<unknown[]>(ns, ['link', 'show', 'master', BRIDGE]).length, 1);
+      assert.equal(nsJson<unknown[]>(ns, ['link', 'show', 'master', 'pvitbr1']).length, 1);
+      await ok(['vm', 'clean', 'twin']);
+      const r = await cli2(['clean', '--purge']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(
+        nsJson<unknown[]>(ns, ['link', 'show']).some((l) => (l as { ifname: string }).ifname === 'pvitbr1'),
+        false,
+      );
+    } finally {
+      await cli2(['clean', '--purge']).catch(() => undefined); // stops lab 2's QEMU if a step failed
+      await second.cleanup();
+    }
   });
 
   test('network stop removes the bridge', async () => {
