@@ -135,3 +135,13 @@ export function checkDependencies(platform: NodeJS.Platform, env: NodeJS.Process
     };
   });
 }
+
+/** Both package names, whatever the host: 'Debian/Ubuntu: apt-get install X; Homebrew: brew install Y'. */
+export function packageHints(name: string): string {
+  const d = DEPENDENCIES.find((x) => x.name === name);
+  const hints = [
+    d?.debian ? `Debian/Ubuntu: apt-get install ${d.debian}` : undefined,
+    d?.brew ? `Homebrew: brew install ${d.brew}` : undefined,
+  ].filter(Boolean);
+  return hints.length ? `install it with ${hints.join('; ')}` : 'see its documentation';
+}

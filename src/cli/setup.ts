@@ -23,7 +23,7 @@ export function setupCommand(ctx: Context): Command {
       const { labConfigForSubnet, loadLabConfig, saveLabConfig } = await import('../lab/config.js');
       const { loadDistros } = await import('../distro/distros.js');
       const { ensureSshKey } = await import('../lab/sshkey.js');
-      const { checkDependencies } = await import('./deps.js');
+      const { checkDependencies, packageHints } = await import('./deps.js');
       await ensureLabDirs(ctx.app);
       let config: LabConfig = await loadLabConfig(ctx.app);
       if (o.subnet) config = labConfigForSubnet(o.subnet, config);
@@ -43,10 +43,7 @@ export function setupCommand(ctx: Context): Command {
         log.success(key.created ? 'SSH key generated.' : 'SSH key present.');
         for (const d of deps) {
           if (d.found) log.success(`${d.name}: ${d.path}`);
-          else
-            (d.required ? log.error : log.warn)(
-              `${d.name} not found (${d.why}); install with: ${d.install ?? 'see its documentation'}`,
-            );
+          else (d.required ? log.error : log.warn)(`${d.name} not found (${d.why}); ${packageHints(d.name)}`);
         }
       }
       if (missing.length)

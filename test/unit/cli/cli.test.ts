@@ -144,6 +144,24 @@ describe('pvmlab CLI', () => {
     assert.ok(!(JSON.parse(list.stdout) as { name: string }[]).some((r) => r.name === 'broken'));
   });
 
+  test('setup reports a missing tool with its Debian and Homebrew packages, and fails', async () => {
+    const r = await runCli(['setup'], { home, env: { PATH: '/nonexistent' } });
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /qemu-img not found \(creates VM disks\); install it with Debian\/Ubuntu: apt-get install qemu-utils; Homebrew: brew install qemu/,
+    );
+    assert.match(r.stderr, /missing required tools: .*qemu-img/);
+    const ok = await runCli(['setup', '--json'], { home });
+    assert.equal(ok.code, 0, ok.stderr);
+    const report = JSON.parse(ok.stdout) as {
+      lab: { subnet: string };
+      dependencies: { name: string; found: boolean }[];
+    };
+    assert.equal(report.lab.subnet, '192.168.100.0/24');
+    assert.ok(report.dependencies.find((d) => d.name === 'qemu-img')?.found);
+  });
+
   test('completion scripts', async () => {
     for (const shell of ['bash', 'zsh', 'fish']) {
       const r = await runCli(['completion', shell], { home });

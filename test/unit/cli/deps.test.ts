@@ -6,6 +6,7 @@ import {
   DEPENDENCIES,
   checkDependencies,
   installHint,
+  packageHints,
   type DependencyReport,
 } from '../../../src/cli/deps.js';
 
@@ -129,4 +130,13 @@ test('with the real PATH qemu-img, qemu-system-x86_64 and ip are found where the
     undefined,
     'not a Linux dependency',
   );
+});
+
+test('packageHints names the Debian and the Homebrew package', () => {
+  assert.equal(
+    packageHints('qemu-img'),
+    'install it with Debian/Ubuntu: apt-get install qemu-utils; Homebrew: brew install qemu',
+  );
+  assert.equal(packageHints('socket_vmnet'), 'install it with Homebrew: brew install socket_vmnet');
+  assert.equal(packageHints('nope'), 'see its documentation');
 });
