@@ -49,7 +49,8 @@ export async function listVms(app: string): Promise<VmList> {
       invalid.push({ file: f, error: `name '${r.value.name}' does not match the file name` });
     else vms.push(r.value);
   }
-  vms.sort((a, b) => a.name.localeCompare(b.name));
+  // Names are ASCII labels: plain comparison (localeCompare would load ICU collation, ~10 ms).
+  vms.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return { vms, invalid };
 }
 
