@@ -1,6 +1,7 @@
-import { vmFiles } from '../core/paths.js';
+import { readdirSync } from 'node:fs';
+import { labDirs, vmFiles } from '../core/paths.js';
 import { listVms } from '../lab/store.js';
-import { vmProcess } from '../qemu/process.js';
+import { vmProcess, type ProcessInfo } from '../qemu/process.js';
 import type { Context } from './context.js';
 
 export interface VmStatusRow {
@@ -20,9 +21,13 @@ export async function vmStatusRows(
   ctx: Context,
 ): Promise<{ rows: VmStatusRow[]; invalid: { file: string; error: string }[] }> {
   const { vms, invalid } = await listVms(ctx.app);
+  // One directory read instead of a failed open per stopped VM.
+  const pidFiles = new Set(readdirIfExists(labDirs(ctx.app).pids));
   const rows = await Promise.all(
     vms.map(async (vm): Promise<VmStatusRow> => {
-      const p = await vmProcess(vmFiles(ctx.app, vm.name).pid, ctx.runner);
+      const p: ProcessInfo = pidFiles.has(`${vm.name}.pid`)
+        ? await vmProcess(vmFiles(ctx.app, vm.name).pid, ctx.runner)
+        : { state: 'stopped' };
       return {
         name: vm.name,
         role: vm.role,
@@ -38,4 +43,12 @@ export async function vmStatusRows(
     }),
   );
   return { rows, invalid };
+}
+
+function readdirIfExists(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }

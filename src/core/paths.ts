@@ -1,5 +1,5 @@
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 
 /** The lab's state directory: $PVMLAB_HOME/.pvmlab, else ~/.pvmlab. */
 export function appDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -8,7 +8,15 @@ export function appDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /** Directories under the app dir, with the original's names. */
-export function labDirs(app: string) {
+export function labDirs(app: string): LabDirs {
+  let d = dirsCache.get(app);
+  if (!d) dirsCache.set(app, (d = makeLabDirs(app)));
+  return d;
+}
+// `vm list` asks for many VMs' paths: normalise the directory paths once per app dir.
+const dirsCache = new Map<string, LabDirs>();
+
+function makeLabDirs(app: string) {
   return {
     app,
     images: join(app, 'images'),
@@ -22,21 +30,24 @@ export function labDirs(app: string) {
     locks: join(app, 'locks'),
   } as const;
 }
-export type LabDirs = ReturnType<typeof labDirs>;
+export type LabDirs = ReturnType<typeof makeLabDirs>;
 
-/** Every file that belongs to one VM. `vm clean` removes exactly these. */
+/**
+ * Every file that belongs to one VM. `vm clean` removes exactly these. The name is a
+ * validated hostname label, so plain concatenation is a correct (and cheap) join.
+ */
 export function vmFiles(app: string, name: string) {
   const d = labDirs(app);
   return {
-    definition: join(d.vms, `${name}.json`),
-    disk: join(d.vms, `${name}.qcow2`),
-    varsFd: join(d.vms, `${name}-vars.fd`),
-    noreboot: join(d.vms, `${name}.noreboot`),
-    seedIso: join(d.cloudInit, `${name}.iso`),
-    seedDir: join(d.cloudInit, name),
-    log: join(d.logs, `${name}.log`),
-    pid: join(d.pids, `${name}.pid`),
-    qmp: join(d.monitors, `${name}.qmp`),
+    definition: `${d.vms}${sep}${name}.json`,
+    disk: `${d.vms}${sep}${name}.qcow2`,
+    varsFd: `${d.vms}${sep}${name}-vars.fd`,
+    noreboot: `${d.vms}${sep}${name}.noreboot`,
+    seedIso: `${d.cloudInit}${sep}${name}.iso`,
+    seedDir: `${d.cloudInit}${sep}${name}`,
+    log: `${d.logs}${sep}${name}.log`,
+    pid: `${d.pids}${sep}${name}.pid`,
+    qmp: `${d.monitors}${sep}${name}.qmp`,
   } as const;
 }
 export type VmFiles = ReturnType<typeof vmFiles>;

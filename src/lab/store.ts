@@ -1,5 +1,5 @@
-import { promises as fs, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { promises as fs, readFileSync, readdirSync } from 'node:fs';
+import { join, sep } from 'node:path';
 import { PvmlabError, isErrno } from '../core/errors.js';
 import { writeFileAtomic } from '../core/fsutil.js';
 import { labDirs, vmFiles } from '../core/paths.js';
@@ -22,16 +22,17 @@ export async function listVms(app: string): Promise<VmList> {
   const dir = labDirs(app).vms;
   let entries: string[];
   try {
-    entries = await fs.readdir(dir);
+    entries = readdirSync(dir);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return { vms: [], invalid: [] };
     throw err;
   }
   const files = entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).sort();
-  // Synchronous reads: for many small files they cost a fraction of fs.promises' per-file overhead.
+  // Synchronous reads: for a directory of small files they cost a fraction of fs.promises'
+  // per-call overhead, and `vm list` is on the start-up path.
   const results = files.map((f) => {
     try {
-      return { f, text: readFileSync(join(dir, f), 'utf8') };
+      return { f, text: readFileSync(`${dir}${sep}${f}`, 'utf8') };
     } catch (err) {
       return { f, text: err as Error };
     }
