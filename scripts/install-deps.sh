@@ -13,7 +13,8 @@ TEST=(
   xorriso                                     # reads back the seed ISOs we write
   cpio                                        # reads back the initramfs archives we write
   busybox-static linux-image-cloud-amd64      # a tiny real guest OS for lifecycle tests
-  grub-efi-amd64-bin mtools gdisk             # ...on a UEFI-bootable disk built without mounting
+  grub-efi-amd64-bin mtools gdisk e2fsprogs   # ...on a UEFI-bootable disk built without mounting
+  mmdebstrap                                  # a real Debian cloud image (cloud-init, sshd) for disk-VM tests
   fish python3                                # completion and plist checks with the real parsers
 )
 

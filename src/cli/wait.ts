@@ -25,7 +25,8 @@ export async function sshTarget(ctx: Context, vm: VmDefinition) {
 /** Poll `cloud-init status` over SSH until it reports done (or error). */
 export async function waitForCloudInit(ctx: Context, vm: VmDefinition, timeoutMs: number): Promise<void> {
   const target = await sshTarget(ctx, vm);
-  const argv = sshArgv(sshKeyPath(ctx.app), target, ['cloud-init', 'status'], true);
+  const key = sshKeyPath(ctx.app);
+  const argv = sshArgv(key, target, ['cloud-init', 'status'], true);
   log.info(`Waiting for cloud-init on ${vm.name} (${target.host}); up to ${Math.round(timeoutMs / 1000)} s`);
   const deadline = Date.now() + timeoutMs;
   let last = '';
@@ -33,8 +34,15 @@ export async function waitForCloudInit(ctx: Context, vm: VmDefinition, timeoutMs
     const r = await ctx.runner('ssh', argv, { timeoutMs: 20_000 });
     last = (r.stdout + r.stderr).trim();
     if (/status:\s*done/.test(r.stdout)) return;
-    if (/status:\s*error/.test(r.stdout))
-      throw new PvmlabError(`cloud-init on ${vm.name} finished with errors: ${last}`);
+    if (/status:\s*error/.test(r.stdout)) {
+      // `--long` says which module failed and why.
+      const long = await ctx.runner('ssh', sshArgv(key, target, ['cloud-init', 'status', '--long'], true), {
+        timeoutMs: 20_000,
+      });
+      throw new PvmlabError(
+        `cloud-init on ${vm.name} finished with errors:\n${(long.stdout || last).trim()}`,
+      );
+    }
     await new Promise((res) => setTimeout(res, 3000));
   }
   throw new PvmlabError(

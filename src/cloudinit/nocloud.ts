@@ -57,7 +57,8 @@ export function networkConfig(s: TargetSeedInput): string {
         match: { macaddress: s.mac },
         dhcp4: false,
         addresses,
-        routes: [{ to: 'default', via: s.gateway }],
+        // 0.0.0.0/0 rather than `default`: cloud-init before 23.x rejects the keyword.
+        routes: [{ to: '0.0.0.0/0', via: s.gateway }],
         nameservers: { addresses: [s.gateway], search: [DNS_DOMAIN] },
       },
     },

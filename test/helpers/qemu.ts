@@ -3,35 +3,14 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { RunOptions, RunResult, Runner } from '../../src/core/exec.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
+
+export { fakeRunner, type Reply } from './runner.js';
 
 /** A short temp dir (unix socket paths must stay under ~100 bytes) and its cleanup. */
 export async function shortTempDir(prefix = 'pv-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
-}
-
-export type Reply = Partial<Pick<RunResult, 'code' | 'stdout' | 'stderr'>>;
-
-/** A Runner that records `command arg...` lines and answers from `reply` (default: exit 0, no output). */
-export function fakeRunner(reply: (line: string) => Reply = () => ({})): { runner: Runner; calls: string[] } {
-  const calls: string[] = [];
-  const runner: Runner = async (command: string, args: readonly string[], _options?: RunOptions) => {
-    const line = [command, ...args].join(' ');
-    calls.push(line);
-    const r = reply(line);
-    return {
-      command,
-      args,
-      code: r.code ?? 0,
-      signal: null,
-      stdout: r.stdout ?? '',
-      stderr: r.stderr ?? '',
-      timedOut: false,
-    };
-  };
-  return { runner, calls };
 }
 
 /** Poll until `cond` holds; throws after `ms`. */

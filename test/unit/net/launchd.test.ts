@@ -5,7 +5,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PvmlabError } from '../../../src/core/errors.js';
-import type { RunOptions, RunResult, Runner } from '../../../src/core/exec.js';
+import type { Runner } from '../../../src/core/exec.js';
 import {
   DEFAULT_SOCKET_VMNET_PATH,
   LAUNCHD_LABEL,
@@ -27,30 +27,7 @@ import {
   shellQuote,
   socketVmnetWrapperScript,
 } from '../../../src/net/launchd.js';
-
-// ---------------------------------------------------------------------------------------------------------
-// A Runner that records every call and answers from a handler keyed on the full command line.
-
-type Reply = Partial<Pick<RunResult, 'code' | 'stdout' | 'stderr'>>;
-
-function fakeRunner(reply: (line: string) => Reply = () => ({})): { runner: Runner; calls: string[] } {
-  const calls: string[] = [];
-  const runner: Runner = async (command: string, args: readonly string[], _options?: RunOptions) => {
-    const line = [command, ...args].join(' ');
-    calls.push(line);
-    const r = reply(line);
-    return {
-      command,
-      args,
-      code: r.code ?? 0,
-      signal: null,
-      stdout: r.stdout ?? '',
-      stderr: r.stderr ?? '',
-      timedOut: false,
-    };
-  };
-  return { runner, calls };
-}
+import { fakeRunner, type Reply } from '../../helpers/runner.js';
 
 // What macOS 14 prints for the job while socket_vmnet runs (trimmed of a few jetsam lines).
 const PRINT_RUNNING = `system/io.github.pallotron.pvmlab.socket_vmnet = {

@@ -1,33 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PvmlabError } from '../../../src/core/errors.js';
-import type { RunOptions, RunResult, Runner } from '../../../src/core/exec.js';
 import { LAUNCHD_PLIST_PATH, SERVICE_TARGET } from '../../../src/net/launchd.js';
 import {
   SocketVmnetDriver,
   resolveSocketVmnetClient,
   socketVmnetSocketPath,
 } from '../../../src/net/socketvmnet.js';
-
-type Reply = Partial<Pick<RunResult, 'code' | 'stdout' | 'stderr'>>;
-
-function fakeRunner(reply: (line: string) => Reply = () => ({})): { runner: Runner; calls: string[] } {
-  const calls: string[] = [];
-  const runner: Runner = async (command: string, args: readonly string[], _options?: RunOptions) => {
-    calls.push([command, ...args].join(' '));
-    const r = reply([command, ...args].join(' '));
-    return {
-      command,
-      args,
-      code: r.code ?? 0,
-      signal: null,
-      stdout: r.stdout ?? '',
-      stderr: r.stderr ?? '',
-      timedOut: false,
-    };
-  };
-  return { runner, calls };
-}
+import { fakeRunner, type Reply } from '../../helpers/runner.js';
 
 const ARM = '/opt/homebrew/opt/socket_vmnet/bin/socket_vmnet_client';
 const INTEL = '/usr/local/opt/socket_vmnet/bin/socket_vmnet_client';
