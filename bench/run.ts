@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { serializeVm, VM_SCHEMA_VERSION } from '../src/lab/schema.js';
+import { serializeVm, VM_SCHEMA_VERSION } from '../src/core/vmdef.js';
 
 const BIN = resolve('bin/pvmlab.js');
 

@@ -7,6 +7,7 @@ import { bashCompletion, commandTree, fishCompletion, zshCompletion } from './co
 import { defaultContext, type Context } from './context.js';
 import { networkCommand, socketVmnetCommand, systemCommand } from './network.js';
 import { cleanCommand, setupCommand } from './setup.js';
+import { stackCommand } from './stack.js';
 import { vmCommand } from './vm.js';
 
 declare const PVMLAB_VERSION: string;
@@ -26,6 +27,7 @@ export function buildProgram(ctx: Context): Command {
   program.addCommand(networkCommand(ctx));
   program.addCommand(socketVmnetCommand(ctx));
   program.addCommand(systemCommand(ctx));
+  program.addCommand(stackCommand(ctx));
   program
     .command('completion')
     .description('Print a shell completion script')

@@ -10,7 +10,7 @@ import { copyLocalImage, download, parseChecksumFile } from '../distro/download.
 import { findDistro, imagePath, loadDistros, type DistroArch } from '../distro/distros.js';
 import { assignAddresses, assignMac, checkNameFree } from '../lab/allocate.js';
 import { loadLabConfig, resolveLabConfig } from '../lab/config.js';
-import { VM_SCHEMA_VERSION, type VmDefinition } from '../lab/schema.js';
+import { VM_SCHEMA_VERSION, type VmDefinition } from '../core/vmdef.js';
 import { ensureSshKey } from '../lab/sshkey.js';
 import { listVms, saveVm, withLabLock } from '../lab/store.js';
 import { parseSubnet, type Arch } from '../lab/validate.js';

@@ -4,7 +4,7 @@ import { log } from '../core/log.js';
 import { vmFiles } from '../core/paths.js';
 import { pathExists, removePath } from '../core/fsutil.js';
 import { loadLabConfig } from '../lab/config.js';
-import type { VmDefinition } from '../lab/schema.js';
+import type { VmDefinition } from '../core/vmdef.js';
 import { loadVm, deleteVmDefinition, withLabLock } from '../lab/store.js';
 import { detectAccel } from '../qemu/accel.js';
 import type { BootTarget } from '../qemu/argv.js';
@@ -38,10 +38,7 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
   // PXE VMs boot their disk first and fall back to the network; --boot pxe puts the NIC first.
   const boot: BootTarget = opts.boot ?? 'disk';
   const pxe = opts.boot === 'pxe' || (vm.pxeboot === true && opts.boot !== 'disk');
-  if (opts.wait && pxe)
-    throw new UsageError(
-      `--wait on a PXE VM needs the provisioning timeline, which is not built yet; watch 'pvmlab vm logs ${name}' instead`,
-    );
+
   if (!(await pathExists(files.disk)))
     throw new PvmlabError(
       `disk ${files.disk} is missing: recreate the VM with 'pvmlab vm clean ${name}' and 'pvmlab vm create'`,
@@ -63,6 +60,7 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
   const accel = await detectAccel(ctx.runner, vm.arch, opts.accel, ctx.env);
   const nic = await driver.attach({ name, mac: vm.mac });
   log.info(`Starting VM '${name}' (${vm.arch}, ${accel}, ${vm.pxeboot ? 'PXE' : 'disk'})`);
+  const startedAt = new Date();
   if (opts.interactive) {
     log.info('Serial console attached. Ctrl-a x quits QEMU, Ctrl-a c toggles the QEMU monitor.');
   }
@@ -95,8 +93,15 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
   }
   log.success(`VM '${name}' is running; console log: ${files.log}`);
   if (opts.wait) {
-    if (!vm.ip) throw new PvmlabError(`VM '${name}' has no IP address to wait on`);
-    await waitForCloudInit(ctx, vm, opts.waitTimeoutMs ?? waitTimeout(ctx.env));
+    const timeout = opts.waitTimeoutMs ?? waitTimeout(ctx.env);
+    if (pxe) {
+      // A PXE VM is ready when the stack's timeline says so (cloud-init phones home).
+      const { waitForReady } = await import('./events.js');
+      await waitForReady(ctx, vm, startedAt, timeout);
+    } else {
+      if (!vm.ip) throw new PvmlabError(`VM '${name}' has no IP address to wait on`);
+      await waitForCloudInit(ctx, vm, timeout);
+    }
     log.success(`VM '${name}' is ready.`);
   }
 }

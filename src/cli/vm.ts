@@ -154,6 +154,18 @@ export function vmCommand(ctx: Context): Command {
       if (r.code !== 0) process.exitCode = r.code ?? 1;
     });
 
+  vm.command('events')
+    .description("Show a VM's provisioning timeline from the stack (DHCP, TFTP, HTTP, installer, ready)")
+    .argument('<vm-name>')
+    .option('-f, --follow', 'keep printing new events', false)
+    .option('--json', 'print JSON', false)
+    .action(async (name, o) => {
+      validateName(name);
+      const def = await loadVm(ctx.app, name);
+      const { showEvents } = await import('./events.js');
+      await showEvents(ctx, def, o);
+    });
+
   vm.command('logs')
     .description("Show a VM's serial console log and follow it")
     .argument('<vm-name>')

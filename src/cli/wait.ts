@@ -1,7 +1,7 @@
 import { PvmlabError } from '../core/errors.js';
 import { log } from '../core/log.js';
 import { loadLabConfig } from '../lab/config.js';
-import type { VmDefinition } from '../lab/schema.js';
+import type { VmDefinition } from '../core/vmdef.js';
 import { sshArgv, sshTargetFor } from '../lab/ssh.js';
 import { listVms } from '../lab/store.js';
 import { sshKeyPath } from '../core/paths.js';

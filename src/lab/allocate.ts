@@ -1,6 +1,6 @@
 import { PvmlabError, UsageError } from '../core/errors.js';
 import type { ResolvedLab } from './config.js';
-import type { VmDefinition } from './schema.js';
+import type { VmDefinition } from '../core/vmdef.js';
 import {
   inSubnet,
   intToIpv4,

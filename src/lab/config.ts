@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as v from 'valibot';
 import { PvmlabError, UsageError } from '../core/errors.js';
 import { writeFileAtomic, readTextIfExists } from '../core/fsutil.js';
-import { describeIssues } from './schema.js';
+import { describeIssues } from '../core/vmdef.js';
 import { inSubnet, intToIpv4, ipv4ToInt, parseAddress, parseSubnet, type Subnet } from './validate.js';
 
 /**

@@ -1,5 +1,5 @@
 import { PvmlabError } from '../core/errors.js';
-import type { VmDefinition } from './schema.js';
+import type { VmDefinition } from '../core/vmdef.js';
 
 export const LAB_USER = 'ubuntu';
 

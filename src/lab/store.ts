@@ -4,7 +4,7 @@ import { PvmlabError, isErrno } from '../core/errors.js';
 import { writeFileAtomic } from '../core/fsutil.js';
 import { labDirs, vmFiles } from '../core/paths.js';
 import { withLock } from './lock.js';
-import { parseVm, serializeVm, type VmDefinition } from './schema.js';
+import { parseVm, serializeVm, type VmDefinition } from '../core/vmdef.js';
 
 export interface InvalidDefinition {
   file: string;

@@ -100,3 +100,24 @@ export async function testGuestDisk(): Promise<string> {
     await rm(work, { recursive: true, force: true });
   }
 }
+
+export const PXE_MARKER = 'PVMLAB-PXE-INITRD-REACHED';
+
+/** The kernel the PXE tests boot: Debian's cloud kernel (an EFI stub kernel). */
+export function testKernel(): string {
+  return newestCloudKernel().kernel;
+}
+
+/** A gzip-free initramfs that prints a marker on the console and powers off. */
+export function markerInitrd(marker = PXE_MARKER): Buffer {
+  return buildCpio([
+    { path: 'bin', type: 'dir', mode: 0o755 },
+    { path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync('/bin/busybox') },
+    {
+      path: 'init',
+      type: 'file',
+      mode: 0o755,
+      data: `#!/bin/busybox sh\n/bin/busybox mkdir -p /proc /dev\n/bin/busybox mount -t proc proc /proc\n/bin/busybox mount -t devtmpfs dev /dev\necho "${marker} cmdline: $(/bin/busybox cat /proc/cmdline)"\n/bin/busybox sleep 2\n/bin/busybox poweroff -f\n`,
+    },
+  ]);
+}

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { parseVm } from '../../../src/lab/schema.js';
+import { parseVm } from '../../../src/core/vmdef.js';
 import { runCli, tempHome } from '../../helpers/cli.js';
 
 test('10 concurrent vm create processes get 10 distinct IPs and MACs and valid definitions', async (t) => {

@@ -8,7 +8,7 @@ import {
   resolveLabConfig,
   type LabConfig,
 } from '../../../src/lab/config.js';
-import type { VmDefinition } from '../../../src/lab/schema.js';
+import type { VmDefinition } from '../../../src/core/vmdef.js';
 
 const lab = resolveLabConfig(defaultLabConfig('linux'));
 

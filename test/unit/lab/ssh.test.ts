@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { PvmlabError } from '../../../src/core/errors.js';
-import type { VmDefinition } from '../../../src/lab/schema.js';
+import type { VmDefinition } from '../../../src/core/vmdef.js';
 import {
   LAB_USER,
   parseRemote,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { VM_SCHEMA_VERSION, parseVm, serializeVm, type VmDefinition } from '../../../src/lab/schema.js';
+import { VM_SCHEMA_VERSION, parseVm, serializeVm, type VmDefinition } from '../../../src/core/vmdef.js';
 
 /** Every field set, in deliberately scrambled insertion order. */
 const full: VmDefinition = {

@@ -1,0 +1,81 @@
+/** Timeline events read from dnsmasq's `log-dhcp` output. */
+export interface LogEvent {
+  mac: string;
+  type: string;
+  detail: Record<string, string>;
+}
+
+const DHCP_RE =
+  /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) (DHCPDISCOVER|DHCPOFFER|DHCPREQUEST|DHCPACK|DHCPNAK)\(([^)]+)\)\s+(?:(\d+\.\d+\.\d+\.\d+)\s+)?([0-9a-f]{2}(?::[0-9a-f]{2}){5})(?:\s+(\S+))?/i;
+const ATTR_RE = /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) (vendor class|user class|bootfile name): (.*)$/;
+const TFTP_SENT_RE = /^dnsmasq-tftp(?:\[\d+\])?: sent (\S+) to (\S+)/;
+const TFTP_ERR_RE = /^dnsmasq-tftp(?:\[\d+\])?: (?:file (\S+) not found|failed sending (\S+) to (\S+))/;
+
+/**
+ * Turns log lines into per-MAC events. dnsmasq logs a transaction over several lines keyed by
+ * its xid, so the parser keeps the xid's MAC and attributes; TFTP lines carry only an IP,
+ * mapped to the MAC that was last given that address (or by `macForIp`, the reservations).
+ */
+export class DnsmasqLogParser {
+  private readonly xid = new Map<string, { mac?: string; attrs: Record<string, string> }>();
+  private readonly ipToMac = new Map<string, string>();
+
+  constructor(private readonly macForIp: (ip: string) => string | undefined = () => undefined) {}
+
+  feed(line: string): LogEvent[] {
+    const d = DHCP_RE.exec(line);
+    if (d) {
+      const [, xid, kind, iface, ip, macRaw, name] = d as unknown as string[];
+      const mac = (macRaw as string).toLowerCase();
+      const tx = this.tx(xid as string);
+      tx.mac = mac;
+      if (ip && (kind === 'DHCPOFFER' || kind === 'DHCPACK')) this.ipToMac.set(ip, mac);
+      const detail: Record<string, string> = { iface: iface as string, ...tx.attrs };
+      if (ip) detail.ip = ip;
+      if (name) detail.hostname = name;
+      return [{ mac, type: `dhcp.${(kind as string).slice(4).toLowerCase()}`, detail }];
+    }
+    const a = ATTR_RE.exec(line);
+    if (a) {
+      const [, xid, key, value] = a as unknown as [string, string, string, string];
+      const tx = this.tx(xid);
+      const k = key === 'vendor class' ? 'vendorClass' : key === 'user class' ? 'userClass' : 'bootfile';
+      if (tx.attrs[k] === value) return [];
+      tx.attrs[k] = value.trim();
+      // The boot file is decided after the offer line: report it as its own event.
+      if (k === 'bootfile' && tx.mac)
+        return [{ mac: tx.mac, type: 'dhcp.bootfile', detail: { file: value.trim() } }];
+      return [];
+    }
+    const t = TFTP_SENT_RE.exec(line);
+    if (t) {
+      const [, path, ip] = t as unknown as [string, string, string];
+      const mac = this.ipToMac.get(ip) ?? this.macForIp(ip);
+      return mac ? [{ mac, type: 'tftp.sent', detail: { file: path.split('/').pop() ?? path, ip } }] : [];
+    }
+    const e = TFTP_ERR_RE.exec(line);
+    if (e) {
+      const ip = e[3];
+      const mac = ip ? (this.ipToMac.get(ip) ?? this.macForIp(ip)) : undefined;
+      const file = (e[1] ?? e[2] ?? '').split('/').pop() ?? '';
+      return mac ? [{ mac, type: 'tftp.error', detail: { file, ip: ip ?? '' } }] : [];
+    }
+    return [];
+  }
+
+  /** The MAC last offered or acknowledged this address. */
+  macFor(ip: string): string | undefined {
+    return this.ipToMac.get(ip);
+  }
+
+  private tx(id: string) {
+    let t = this.xid.get(id);
+    if (!t) {
+      t = { attrs: {} };
+      this.xid.set(id, t);
+      // Transactions are short-lived; keep the map bounded.
+      if (this.xid.size > 1000) this.xid.delete(this.xid.keys().next().value as string);
+    }
+    return t;
+  }
+}

@@ -1,0 +1,166 @@
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { writeFileAtomic } from '../core/fsutil.js';
+import { DnsmasqLogParser } from './dnsmasq-log.js';
+import {
+  BOOT_FILES,
+  DnsmasqSupervisor,
+  IPXE_SCRIPT,
+  dhcpHosts,
+  dnsHosts,
+  dnsmasqArgv,
+  dnsmasqConf,
+} from './dnsmasq.js';
+import { createBootServer } from './http.js';
+import { bootScript } from './ipxe.js';
+import { MachineRegistry, normalizeMacKey } from './registry.js';
+import { Timeline } from './timeline.js';
+
+export interface StackOptions {
+  /** Lab network interface (bridge natively, enp0s2 in the provisioner). */
+  iface: string;
+  /** The provisioner's IPv4 address: next-server, router, DNS and HTTP. */
+  address: string;
+  rangeStart: string;
+  rangeEnd: string;
+  netmask?: string;
+  ipv6?: { address: string; prefix: number; rangeStart: string; rangeEnd: string };
+  vmsDir: string;
+  imagesDir: string;
+  initrdsDir: string;
+  /** dnsmasq config, hosts files, TFTP root, the timeline file. */
+  stateDir: string;
+  /** Where the iPXE binaries come from (Debian's `ipxe` package: /usr/lib/ipxe). */
+  ipxeDirs?: string[];
+  httpPort?: number;
+  /** Run dnsmasq (DHCP/DNS/TFTP); off serves HTTP only. */
+  dnsmasq?: boolean;
+  dns?: boolean;
+  pollMs?: number;
+  log?: (msg: string) => void;
+}
+
+/** iPXE builds by the names we serve them under, first match wins. */
+export const IPXE_SOURCES: Record<string, string[]> = {
+  // snponly uses the firmware's own NIC driver: what works on any UEFI machine.
+  [BOOT_FILES['efi-x86_64']]: ['ipxe-x86_64.efi', 'snponly.efi', 'ipxe.efi'],
+  [BOOT_FILES['efi-arm64']]: ['ipxe-arm64.efi', 'snponly-arm64.efi', 'arm64-efi/snponly.efi'],
+  [BOOT_FILES.bios]: ['undionly.kpxe'],
+};
+
+export interface RunningStack {
+  url: string;
+  registry: MachineRegistry;
+  timeline: Timeline;
+  supervisor?: DnsmasqSupervisor;
+  close(): Promise<void>;
+}
+
+/** Fill the TFTP root: the iPXE binaries found on this system, and boot.ipxe. */
+export function prepareTftpRoot(root: string, ipxeDirs: string[], log: (m: string) => void): string[] {
+  mkdirSync(root, { recursive: true });
+  const served: string[] = [];
+  for (const [name, candidates] of Object.entries(IPXE_SOURCES)) {
+    const src = ipxeDirs.flatMap((d) => candidates.map((c) => join(d, c))).find((p) => existsSync(p));
+    if (!src) {
+      log(`stack: no iPXE build for ${name} in ${ipxeDirs.join(', ')}; those clients cannot boot`);
+      continue;
+    }
+    copyFileSync(src, join(root, name));
+    served.push(name);
+  }
+  return served;
+}
+
+export async function startStack(o: StackOptions): Promise<RunningStack> {
+  const log = o.log ?? ((m: string) => process.stderr.write(`${m}\n`));
+  mkdirSync(o.stateDir, { recursive: true });
+  const tftpRoot = join(o.stateDir, 'tftp');
+  prepareTftpRoot(tftpRoot, o.ipxeDirs ?? ['/usr/lib/ipxe', '/usr/share/ipxe'], log);
+  await writeFileAtomic(join(tftpRoot, IPXE_SCRIPT), bootScript());
+
+  const registry = new MachineRegistry({ dir: o.vmsDir, pollMs: o.pollMs ?? 2000, log });
+  const timeline = new Timeline({ file: join(o.stateDir, 'timeline.jsonl') });
+  const macForIp = (ip: string) => {
+    const vm = registry.byIp(ip);
+    return vm?.mac ? normalizeMacKey(vm.mac) : undefined;
+  };
+  const parser = new DnsmasqLogParser(macForIp);
+  const hostsFile = join(o.stateDir, 'dhcp-hosts');
+  const dnsHostsFile = join(o.stateDir, 'dns-hosts');
+  const writeHosts = async () => {
+    const vms = registry.all();
+    await writeFileAtomic(hostsFile, dhcpHosts(vms));
+    await writeFileAtomic(dnsHostsFile, dnsHosts(vms));
+  };
+  await registry.start();
+  await writeHosts();
+
+  let supervisor: DnsmasqSupervisor | undefined;
+  if (o.dnsmasq !== false) {
+    const conf = join(o.stateDir, 'dnsmasq.conf');
+    await writeFileAtomic(
+      conf,
+      dnsmasqConf({
+        iface: o.iface,
+        address: o.address,
+        rangeStart: o.rangeStart,
+        rangeEnd: o.rangeEnd,
+        ...(o.netmask ? { netmask: o.netmask } : {}),
+        ...(o.ipv6 ? { ipv6: o.ipv6 } : {}),
+        tftpRoot,
+        hostsFile,
+        dnsHostsFile,
+        leaseFile: join(o.stateDir, 'dnsmasq.leases'),
+        dns: o.dns !== false,
+      }),
+    );
+    supervisor = new DnsmasqSupervisor({
+      argv: dnsmasqArgv(conf, join(o.stateDir, 'dnsmasq.pid'), userInfo().username),
+      log,
+      onLine: (line) => {
+        for (const ev of parser.feed(line))
+          timeline.add(ev.mac, ev.type, ev.type.startsWith('tftp') ? 'tftp' : 'dhcp', ev.detail);
+        if (/dnsmasq(-dhcp|-tftp)?(\[\d+\])?: (?!\d+ )/.test(line) || /failed|error/i.test(line)) log(line);
+      },
+    });
+    supervisor.start();
+  }
+  registry.on('change', () => {
+    writeHosts()
+      .then(() => supervisor?.reload())
+      .catch((err: Error) => log(`stack: cannot write hosts files: ${err.message}`));
+  });
+
+  const server = createBootServer({
+    machines: registry,
+    timeline,
+    imagesDir: o.imagesDir,
+    initrdsDir: o.initrdsDir,
+    vmsDir: o.vmsDir,
+    macForIp: (ip) => parser.macFor(ip) ?? macForIp(ip),
+    health: () => ({
+      dnsmasq: supervisor ? { pid: supervisor.pid ?? null, restarts: supervisor.restarts } : 'off',
+    }),
+    log,
+  });
+  await new Promise<void>((res, rej) => {
+    server.once('error', rej);
+    server.listen(o.httpPort ?? 80, o.address, () => res());
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    url: `http://${o.address}:${addr.port}`,
+    registry,
+    timeline,
+    ...(supervisor ? { supervisor } : {}),
+    async close() {
+      registry.stop();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await supervisor?.stop();
+    },
+  };
+}

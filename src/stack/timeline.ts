@@ -1,0 +1,88 @@
+import { appendFileSync, readFileSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+
+/** One step in a machine's provisioning, from DHCP to "ready". */
+export interface TimelineEvent {
+  /** ISO 8601 with milliseconds. */
+  at: string;
+  mac: string;
+  /** `dhcp.discover`, `tftp.sent`, `http.ipxe`, `http.kernel`, `installer.partition`, `ready`, ... */
+  type: string;
+  source: 'dhcp' | 'tftp' | 'http' | 'installer' | 'cloud-init' | 'stack';
+  detail?: Record<string, string | number | boolean>;
+}
+
+export interface TimelineOptions {
+  /** Append-only JSON lines file, reloaded at start, so a restarted stack keeps history. */
+  file?: string;
+  maxPerMachine?: number;
+  now?: () => Date;
+}
+
+/** Per-MAC provisioning timelines, kept in memory and (optionally) in a JSONL file. */
+export class Timeline extends EventEmitter {
+  private readonly events = new Map<string, TimelineEvent[]>();
+  private readonly max: number;
+  private readonly now: () => Date;
+
+  constructor(private readonly options: TimelineOptions = {}) {
+    super();
+    this.max = options.maxPerMachine ?? 1000;
+    this.now = options.now ?? (() => new Date());
+    if (options.file) this.load(options.file);
+  }
+
+  private load(file: string): void {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      return;
+    }
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      try {
+        const ev = JSON.parse(line) as TimelineEvent;
+        if (typeof ev.mac === 'string' && typeof ev.type === 'string') this.push(ev);
+      } catch {
+        /* a torn last line after a crash: skip it */
+      }
+    }
+  }
+
+  private push(ev: TimelineEvent): void {
+    let list = this.events.get(ev.mac);
+    if (!list) this.events.set(ev.mac, (list = []));
+    list.push(ev);
+    if (list.length > this.max) list.splice(0, list.length - this.max);
+  }
+
+  add(
+    mac: string,
+    type: string,
+    source: TimelineEvent['source'],
+    detail?: TimelineEvent['detail'],
+  ): TimelineEvent {
+    const ev: TimelineEvent = { at: this.now().toISOString(), mac: mac.toLowerCase(), type, source };
+    if (detail && Object.keys(detail).length) ev.detail = detail;
+    this.push(ev);
+    if (this.options.file) appendFileSync(this.options.file, `${JSON.stringify(ev)}\n`);
+    this.emit('event', ev);
+    return ev;
+  }
+
+  list(mac: string): TimelineEvent[] {
+    return [...(this.events.get(mac.toLowerCase()) ?? [])];
+  }
+
+  /** The latest event of a type, e.g. `ready`. */
+  last(mac: string, type: string): TimelineEvent | undefined {
+    const list = this.events.get(mac.toLowerCase()) ?? [];
+    for (let i = list.length - 1; i >= 0; i--) if (list[i]?.type === type) return list[i];
+    return undefined;
+  }
+
+  macs(): string[] {
+    return [...this.events.keys()];
+  }
+}

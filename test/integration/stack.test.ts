@@ -1,0 +1,292 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { BIN, runCli, tempHome, type CliResult } from '../helpers/cli.js';
+import { PXE_MARKER, markerInitrd, testKernel } from '../helpers/guest.js';
+import { createNetns, deleteNetns, waitFor } from '../helpers/netns.js';
+
+const BRIDGE = 'pvskbr0';
+const SUBNET = '10.218.0';
+
+interface Lease {
+  ip?: string;
+  boot_file?: string;
+  siaddr?: string;
+}
+
+/**
+ * The pxeboot stack natively on a bridge in a network namespace: real dnsmasq, the HTTP
+ * boot server, scripted DHCP/TFTP clients and a real UEFI guest doing the whole chain.
+ */
+describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeout: 900_000 }, () => {
+  let ns: string;
+  let home: string;
+  let app: string;
+  let cleanup: () => Promise<void>;
+  let work: string;
+  let stack: ChildProcess | undefined;
+  let stackLog = '';
+  const cli = (args: string[], timeoutMs?: number): Promise<CliResult> =>
+    runCli(args, { home, netns: ns, env: { PVMLAB_ACCEL: 'tcg' }, ...(timeoutMs ? { timeoutMs } : {}) });
+  const ok = async (args: string[]) => {
+    const r = await cli(args);
+    assert.equal(
+      r.code,
+      0,
+      `pvmlab ${args.join(' ')}:\n${r.stderr}\n--- stack ---\n${stackLog.slice(-3000)}`,
+    );
+    return r;
+  };
+  /** Run a command inside the namespace. */
+  const nsx = (args: string[], opts: { input?: string } = {}) =>
+    execFileSync('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8', ...opts });
+  /** GET from the stack, from inside the namespace (node's fetch in a one-off process). */
+  const get = (path: string): { status: number; body: string } => {
+    const out = nsx([
+      process.execPath,
+      '-e',
+      `fetch('http://${SUBNET}.1${path}').then(async r => process.stdout.write(JSON.stringify({status: r.status, body: await r.text()})))`,
+    ]);
+    return JSON.parse(out) as { status: number; body: string };
+  };
+  /** GET with the path sent exactly as given (node:http does not normalise it). */
+  const rawGet = (path: string, range?: string) => {
+    const out = nsx([
+      process.execPath,
+      '-e',
+      `require('http').get({ host: '${SUBNET}.1', path: ${JSON.stringify(path)}, headers: ${JSON.stringify(range ? { Range: range } : {})} }, (r) => { const c = []; r.on('data', (d) => c.push(d)); r.on('end', () => { const b = Buffer.concat(c); process.stdout.write(JSON.stringify({ status: r.statusCode, length: b.length, body: b.toString('utf8'), bodyBase64: b.toString('base64') })); }); });`,
+    ]);
+    return JSON.parse(out) as { status: number; length: number; body: string; bodyBase64: string };
+  };
+  /** busybox udhcpc on a veth client with PXE options; returns what the server offered. */
+  const dhcp = (iface: string, opts: string[]): Lease => {
+    const script = join(work, 'udhcpc.sh');
+    const out = join(work, `lease-${iface}`);
+    writeFileSync(script, `#!/bin/sh\n[ "$1" = bound ] && env > ${out}\nexit 0\n`, { mode: 0o755 });
+    nsx(['busybox', 'udhcpc', '-i', iface, '-n', '-q', '-f', '-t', '5', '-T', '1', '-s', script, ...opts]);
+    const env = Object.fromEntries(
+      readFileSync(out, 'utf8')
+        .split('\n')
+        .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+    ) as Lease;
+    return env;
+  };
+  const addClient = (name: string, mac?: string) => {
+    nsx(['ip', 'link', 'add', name, 'type', 'veth', 'peer', 'name', `${name}p`]);
+    if (mac) nsx(['ip', 'link', 'set', name, 'address', mac]);
+    nsx(['ip', 'link', 'set', `${name}p`, 'master', BRIDGE]);
+    nsx(['ip', 'link', 'set', `${name}p`, 'up']);
+    nsx(['ip', 'link', 'set', name, 'up']);
+  };
+  const health = () =>
+    JSON.parse(get('/healthz').body) as { machines: number; dnsmasq: { pid: number; restarts: number } };
+
+  before(async () => {
+    ({ home, app, cleanup } = await tempHome('pvstack-'));
+    work = await mkdtemp(join(tmpdir(), 'pvstack-work-'));
+    ns = createNetns('pvsk');
+    // Assets: Debian's kernel as the distro kernel, a marker initrd as the "installer".
+    const images = join(app, 'images', 'testos', 'x86_64');
+    mkdirSync(images, { recursive: true });
+    copyFileSync(testKernel(), join(images, 'vmlinuz'));
+    mkdirSync(join(app, 'initrds', 'x86_64'), { recursive: true });
+    writeFileSync(join(app, 'initrds', 'x86_64', 'initrd.gz'), markerInitrd());
+    writeFileSync(
+      join(app, 'distros.yaml'),
+      `- name: testos\n  distro_name: test\n  version: "1"\n  arch:\n    x86_64:\n      qcow2_url: file:///nonexistent.qcow2\n      kernel_path: ./boot/vmlinuz\n`,
+    );
+    await ok(['setup', '--bridge', BRIDGE, '--subnet', `${SUBNET}.0/24`]);
+    await ok(['network', 'start']);
+    await ok([
+      'vm',
+      'create',
+      'pxe1',
+      '--pxeboot',
+      '--distro',
+      'testos',
+      '--arch',
+      'x86_64',
+      '--memory',
+      '512',
+    ]);
+    await ok(['vm', 'create', 'known1', '--pxeboot', '--distro', 'testos', '--mac', '52:54:00:00:aa:01']);
+    stack = spawn('ip', ['netns', 'exec', ns, process.execPath, BIN, 'stack', 'serve'], {
+      env: { ...process.env, PVMLAB_HOME: home, NO_COLOR: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    stack.stdout?.on('data', (d: Buffer) => (stackLog += d.toString()));
+    stack.stderr?.on('data', (d: Buffer) => (stackLog += d.toString()));
+    try {
+      await waitFor('the stack to serve', () => /Stack serving/.test(stackLog) || undefined, 30_000);
+      await waitFor('dnsmasq to start', () => (health().dnsmasq.pid > 0 ? true : undefined), 10_000);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n--- stack ---\n${stackLog}`);
+    }
+  });
+
+  after(async () => {
+    await cli(['vm', 'stop', 'pxe1', '--timeout', '1']).catch(() => undefined);
+    stack?.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 500));
+    stack?.kill('SIGKILL');
+    deleteNetns(ns);
+    await rm(work, { recursive: true, force: true });
+    await cleanup();
+  });
+
+  test('DHCP: boot file by client architecture, boot.ipxe for iPXE, reservations by MAC', () => {
+    addClient('vc0');
+    const x86 = dhcp('vc0', ['-V', 'PXEClient:Arch:00007:UNDI:003000', '-x', '0x5d:0007']);
+    assert.equal(x86.boot_file, 'ipxe-x86_64.efi');
+    assert.equal(x86.siaddr, `${SUBNET}.1`);
+    assert.match(
+      x86.ip ?? '',
+      new RegExp(`^${SUBNET.replaceAll('.', '\\.')}\\.(1\\d\\d|200)$`),
+      'unknown client from the pool',
+    );
+    assert.equal(
+      dhcp('vc0', ['-V', 'PXEClient:Arch:00011:UNDI:003000', '-x', '0x5d:000b']).boot_file,
+      'ipxe-arm64.efi',
+    );
+    assert.equal(
+      dhcp('vc0', ['-V', 'PXEClient:Arch:00000:UNDI:002001', '-x', '0x5d:0000']).boot_file,
+      'undionly.kpxe',
+    );
+    // iPXE sends user class "iPXE" (hex 69505845).
+    assert.equal(
+      dhcp('vc0', ['-V', 'PXEClient:Arch:00007:UNDI:003010', '-x', '0x5d:0007', '-x', '0x4d:69505845'])
+        .boot_file,
+      'boot.ipxe',
+    );
+    addClient('vc1', '52:54:00:00:aa:01');
+    const known = dhcp('vc1', ['-V', 'PXEClient:Arch:00007:UNDI:003000', '-x', '0x5d:0007']);
+    assert.equal(known.ip, `${SUBNET}.3`, "known1's reservation");
+  });
+
+  test('TFTP: the boot files download with a real client (atftp)', () => {
+    const lease = dhcp('vc0', ['-V', 'PXEClient:Arch:00007:UNDI:003000', '-x', '0x5d:0007']);
+    nsx(['ip', 'addr', 'replace', `${lease.ip}/24`, 'dev', 'vc0']);
+    const out = join(work, 'ipxe.efi');
+    nsx(['atftp', '-g', '-r', 'ipxe-x86_64.efi', '-l', out, `${SUBNET}.1`]);
+    assert.deepEqual(readFileSync(out), readFileSync(join(app, 'stack', 'tftp', 'ipxe-x86_64.efi')));
+    const script = join(work, 'boot.ipxe');
+    nsx(['atftp', '-g', '-r', 'boot.ipxe', '-l', script, `${SUBNET}.1`]);
+    assert.match(readFileSync(script, 'utf8'), /chain http:\/\/\$\{next-server\}\/ipxe\?mac=/);
+  });
+
+  test('HTTP: scripts, config, cloud-init, ranges, refusals', () => {
+    const mac = '52:54:00:00:aa:01';
+    const ipxe = get(`/ipxe?mac=${mac.replaceAll(':', '-')}`);
+    assert.equal(ipxe.status, 200);
+    assert.match(
+      ipxe.body,
+      new RegExp(`kernel http://${SUBNET}\\.1/images/testos/x86_64/vmlinuz initrd=initrd\\.gz`),
+    );
+    assert.match(ipxe.body, new RegExp(`config_url=http://${SUBNET}\\.1/config/${mac}`));
+    assert.equal(get('/ipxe?mac=52:54:00:99:99:99').status, 404);
+    assert.equal(get('/ipxe?mac=nonsense').status, 400);
+    const config = JSON.parse(get(`/config/${mac}`).body) as Record<string, unknown>;
+    assert.equal(config.name, 'known1');
+    assert.equal(config.reboot_on_success, true);
+    assert.equal(get('/cloud-init/known1/meta-data').status, 200);
+    assert.match(get('/cloud-init/known1/user-data').body, /^#cloud-config\n/);
+    // Raw request paths (fetch would normalise `..` before sending).
+    for (const [path, status] of [
+      ['/images/..%2f..%2fssh%2fvm_key', 403],
+      ['/images/testos/..%2F..%2F..%2Fssh/vm_key', 403],
+      ['/images/../../ssh/vm_key', 404],
+      ['/initrds/%00', 400],
+    ] as const) {
+      const r = rawGet(path);
+      assert.equal(r.status, status, path);
+      assert.doesNotMatch(r.body, /PRIVATE KEY/);
+    }
+    // Ranges: the image is streamed in parts with the right headers.
+    const part = rawGet('/images/testos/x86_64/vmlinuz', 'bytes=0-99');
+    assert.equal(part.status, 206);
+    assert.equal(part.length, 100);
+    assert.deepEqual(
+      Buffer.from(part.bodyBase64, 'base64'),
+      readFileSync(join(app, 'images', 'testos', 'x86_64', 'vmlinuz')).subarray(0, 100),
+    );
+  });
+
+  test('a real UEFI guest: firmware PXE -> TFTP iPXE -> boot.ipxe -> /ipxe -> kernel + initrd over HTTP', async () => {
+    await ok(['vm', 'start', 'pxe1']);
+    const log = join(app, 'logs', 'pxe1.log');
+    await waitFor(
+      'the kernel to start the test initrd',
+      () => (existsSync(log) && readFileSync(log, 'utf8').includes(PXE_MARKER)) || undefined,
+      240_000,
+    );
+    assert.match(
+      readFileSync(log, 'utf8'),
+      new RegExp(`${PXE_MARKER} cmdline: .*config_url=http://${SUBNET}\\.1/config/`),
+    );
+    const r = await ok(['vm', 'events', 'pxe1', '--json']);
+    const events = JSON.parse(r.stdout) as { type: string; at: string; detail?: Record<string, string> }[];
+    const types = events.map((e) => e.type);
+    const order = ['dhcp.discover', 'dhcp.ack', 'tftp.sent', 'http.ipxe', 'http.image', 'http.initrd'];
+    let at = -1;
+    for (const t of order) {
+      const i = types.indexOf(t, at + 1);
+      assert.ok(i > at, `${t} after the previous steps in ${types.join(', ')}`);
+      at = i;
+    }
+    assert.ok(events.some((e) => e.type === 'tftp.sent' && e.detail?.file === 'ipxe-x86_64.efi'));
+    assert.ok(events.some((e) => e.type === 'tftp.sent' && e.detail?.file === 'boot.ipxe'));
+    for (const e of events) assert.ok(!Number.isNaN(Date.parse(e.at)), 'every event has a timestamp');
+    const human = await ok(['vm', 'events', 'pxe1']);
+    assert.match(human.stdout, /http\.initrd\s+path=\/initrds\/x86_64\/initrd\.gz/);
+  });
+
+  test('killing dnsmasq: it is back within seconds and still serves', async () => {
+    const before = health().dnsmasq;
+    process.kill(before.pid, 'SIGKILL');
+    const after = await waitFor(
+      'dnsmasq to be restarted',
+      () => {
+        const h = health().dnsmasq;
+        return h.pid > 0 && h.pid !== before.pid ? h : undefined;
+      },
+      10_000,
+    );
+    assert.equal(after.restarts, before.restarts + 1);
+    assert.equal(
+      dhcp('vc0', ['-V', 'PXEClient:Arch:00007:UNDI:003000', '-x', '0x5d:0007']).boot_file,
+      'ipxe-x86_64.efi',
+    );
+  });
+
+  test('a VM defined while the stack runs is served without a restart', async () => {
+    const pid = health().dnsmasq.pid;
+    await ok([
+      'vm',
+      'create',
+      'late1',
+      '--pxeboot',
+      '--distro',
+      'testos',
+      '--mac',
+      '52:54:00:00:aa:02',
+      '--ip',
+      `${SUBNET}.50`,
+    ]);
+    addClient('vc2', '52:54:00:00:aa:02');
+    const lease = await waitFor(
+      'the new reservation',
+      () => {
+        const l = dhcp('vc2', ['-V', 'PXEClient:Arch:00007:UNDI:003000', '-x', '0x5d:0007']);
+        return l.ip === `${SUBNET}.50` ? l : undefined;
+      },
+      20_000,
+    );
+    assert.equal(lease.boot_file, 'ipxe-x86_64.efi');
+    assert.equal(get('/ipxe?mac=52:54:00:00:aa:02').status, 200);
+    assert.equal(health().dnsmasq.pid, pid, 'dnsmasq was reloaded (SIGHUP), not restarted');
+  });
+});
