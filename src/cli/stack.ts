@@ -40,6 +40,10 @@ export function stackCommand(ctx: Context): Command {
           'dev',
           iface,
         ]);
+        // An IPv6 prefix for router advertisements (iPXE boots ~16 s sooner when it gets one).
+        const { labUlaPrefix } = await import('../stack/dnsmasq.js');
+        const ula = `${labUlaPrefix(lab.subnet.network)}1/64`;
+        await runChecked(ctx.runner, 'ip', ['-6', 'addr', 'replace', ula, 'dev', iface, 'nodad']);
       }
       const running = await startStack({
         iface,
