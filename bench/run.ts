@@ -7,6 +7,7 @@ import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { serializeVm, VM_SCHEMA_VERSION } from '../src/core/vmdef.js';
+import { bootServerScenario } from './boot-server.js';
 
 const BIN = resolve('bin/pvmlab.js');
 
@@ -74,10 +75,12 @@ async function vmListScenario(runs: number) {
 
 const runs = Number(process.env.BENCH_RUNS ?? 21);
 const list = await vmListScenario(runs);
+const http = await bootServerScenario(Number(process.env.BENCH_SECONDS ?? 3));
 const report = {
   date: new Date().toISOString(),
   node: process.version,
   runs,
+  bootServer: http,
   scenarios: [
     {
       name: 'vm list --json, 100 VMs',
@@ -87,6 +90,16 @@ const report = {
     },
   ],
 };
+for (const r of http.results) {
+  if ('mibPerSec' in r)
+    console.log(
+      `${String(r.scenario)}: ${(r.mibPerSec as number).toFixed(0)} MiB/s vs nginx ${(r.baselineMibPerSec as number).toFixed(0)} MiB/s = ${(r.ratio as number).toFixed(2)}x`,
+    );
+  else
+    console.log(
+      `${String(r.scenario)}: ${(r.rps as number).toFixed(0)} req/s (p50 ${(r.p50 as number).toFixed(2)} ms, p99 ${(r.p99 as number).toFixed(2)} ms) vs nginx ${(r.baselineRps as number).toFixed(0)} req/s = ${(r.ratio as number).toFixed(2)}x`,
+    );
+}
 for (const s of report.scenarios)
   console.log(
     `${s.name}: ${s.subjectMs.toFixed(1)} ms vs ${s.baseline} ${s.baselineMs.toFixed(1)} ms = ${s.ratio.toFixed(2)}x (${s.goal})`,

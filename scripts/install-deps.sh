@@ -8,6 +8,7 @@ RUNTIME=(
   qemu-system-x86 qemu-system-arm qemu-utils # QEMU for x86_64 and aarch64 guests, qemu-img
   ovmf qemu-efi-aarch64                      # UEFI firmware (OVMF, AAVMF)
   openssh-client iproute2                    # vm shell/copy; bridge and TAP devices
+  dnsmasq-base ipxe                          # the pxeboot stack natively: DHCP/DNS/TFTP, iPXE binaries
 )
 TEST=(
   xorriso                                     # reads back the seed ISOs we write
@@ -16,6 +17,8 @@ TEST=(
   grub-efi-amd64-bin mtools gdisk e2fsprogs   # ...on a UEFI-bootable disk built without mounting
   mmdebstrap                                  # a real Debian cloud image (cloud-init, sshd) for disk-VM tests
   fish python3                                # completion and plist checks with the real parsers
+  atftp                                       # a real TFTP client
+  nginx-light                                 # the baseline the boot server is benchmarked against
 )
 
 pkgs=("${RUNTIME[@]}")

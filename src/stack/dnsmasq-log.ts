@@ -9,7 +9,9 @@ const DHCP_RE =
   /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) (DHCPDISCOVER|DHCPOFFER|DHCPREQUEST|DHCPACK|DHCPNAK)\(([^)]+)\)\s+(?:(\d+\.\d+\.\d+\.\d+)\s+)?([0-9a-f]{2}(?::[0-9a-f]{2}){5})(?:\s+(\S+))?/i;
 const ATTR_RE = /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) (vendor class|user class|bootfile name): (.*)$/;
 const TFTP_SENT_RE = /^dnsmasq-tftp(?:\[\d+\])?: sent (\S+) to (\S+)/;
-const TFTP_ERR_RE = /^dnsmasq-tftp(?:\[\d+\])?: (?:file (\S+) not found|failed sending (\S+) to (\S+))/;
+// dnsmasq 2.90 logs "file %s not found for %s" (the client's address) and "failed sending %s to %s".
+const TFTP_ERR_RE =
+  /^dnsmasq-tftp(?:\[\d+\])?: (?:file (\S+) not found(?: for (\S+))?|failed sending (\S+) to (\S+))/;
 
 /**
  * Turns log lines into per-MAC events. dnsmasq logs a transaction over several lines keyed by
@@ -55,9 +57,9 @@ export class DnsmasqLogParser {
     }
     const e = TFTP_ERR_RE.exec(line);
     if (e) {
-      const ip = e[3];
+      const ip = e[2] ?? e[4];
       const mac = ip ? (this.ipToMac.get(ip) ?? this.macForIp(ip)) : undefined;
-      const file = (e[1] ?? e[2] ?? '').split('/').pop() ?? '';
+      const file = (e[1] ?? e[3] ?? '').split('/').pop() ?? '';
       return mac ? [{ mac, type: 'tftp.error', detail: { file, ip: ip ?? '' } }] : [];
     }
     return [];

@@ -191,7 +191,8 @@ export class DnsmasqSupervisor {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     const c = this.child;
-    if (!c) return;
+    // A binary that could not be spawned (ENOENT) emits 'error' but never 'exit'.
+    if (!c || c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return;
     await new Promise<void>((res) => {
       c.once('exit', () => res());
       c.kill('SIGTERM');

@@ -165,7 +165,8 @@ export function createBootServer(o: BootServerOptions): Server {
     res.writeHead(status, headers);
     if (req.method === 'HEAD' || st.size === 0) return void res.end();
     // Streamed, never buffered whole: rootfs tarballs are hundreds of MB.
-    const stream = createReadStream(path, { start, end });
+    // 1 MiB reads: with the default 64 KiB chunks a 200 MB image ran at a third of nginx's rate.
+    const stream = createReadStream(path, { start, end, highWaterMark: 1 << 20 });
     stream.on('error', () => res.destroy());
     stream.pipe(res);
   }
