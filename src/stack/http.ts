@@ -283,7 +283,11 @@ export function createBootServer(o: BootServerOptions): Server {
         } catch {
           throw new HttpError(400, 'body is not JSON');
         }
-        const p = parsed as { type?: unknown; detail?: unknown };
+        // `null` or a bare string is valid JSON too: a 400 below, not a TypeError (500).
+        const p = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as {
+          type?: unknown;
+          detail?: unknown;
+        };
         if (typeof p.type !== 'string' || !EVENT_TYPE_RE.test(p.type))
           throw new HttpError(400, 'type must match [a-z][a-z0-9_.-]{0,63}');
         const detail: Record<string, string | number | boolean> = {};

@@ -159,6 +159,14 @@ export class MachineRegistry extends EventEmitter {
     if (!vm) return;
     this.byNameMap.delete(name);
     const key = vm.mac ? normalizeMacKey(vm.mac) : undefined;
-    if (key && this.byMacMap.get(key)?.name === name) this.byMacMap.delete(key);
+    if (key && this.byMacMap.get(key)?.name === name) {
+      this.byMacMap.delete(key);
+      // A machine that shared the MAC (logged as a duplicate) is served by it again.
+      for (const other of this.byNameMap.values())
+        if (other.mac && normalizeMacKey(other.mac) === key) {
+          this.byMacMap.set(key, other);
+          break;
+        }
+    }
   }
 }

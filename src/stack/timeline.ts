@@ -48,6 +48,8 @@ export class Timeline extends EventEmitter {
         /* a torn last line after a crash: skip it */
       }
     }
+    // Terminate a torn last line, or the next append would be glued to it and lost too.
+    if (text && !text.endsWith('\n')) appendFileSync(file, '\n');
   }
 
   private push(ev: TimelineEvent): void {

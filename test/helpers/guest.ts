@@ -121,3 +121,58 @@ export function markerInitrd(marker = PXE_MARKER): Buffer {
     },
   ]);
 }
+
+// In dependency order (modinfo -F depends): busybox insmod does not resolve dependencies.
+const NET_MODULES = [
+  'drivers/virtio/virtio_ring.ko',
+  'drivers/virtio/virtio.ko',
+  'drivers/virtio/virtio_pci_modern_dev.ko',
+  'drivers/virtio/virtio_pci_legacy_dev.ko',
+  'drivers/virtio/virtio_pci.ko',
+  'net/core/failover.ko',
+  'drivers/net/net_failover.ko',
+  'drivers/net/virtio_net.ko',
+];
+
+/**
+ * A stand-in for the installer: brings up the NIC (virtio modules, busybox udhcpc), then
+ * reports `ready` to the `pvmlab_events=` URL from its kernel command line, as a finished
+ * install's phone-home would, and powers off.
+ */
+export function readyInitrd(): Buffer {
+  const { version } = newestCloudKernel();
+  const mods = NET_MODULES.map((p, i) => ({
+    path: `lib/m${i}.ko`,
+    type: 'file' as const,
+    mode: 0o644,
+    data: readFileSync(join('/lib/modules', version, 'kernel', p)),
+  }));
+  const init = `#!/bin/busybox sh
+B=/bin/busybox
+$B mkdir -p /proc /sys /dev /tmp
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+$B mount -t devtmpfs dev /dev
+for m in ${mods.map((m) => `/${m.path}`).join(' ')}; do $B insmod $m; done
+events=$($B sed -n 's/.*pvmlab_events=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+$B ip link set eth0 up
+$B udhcpc -i eth0 -n -q -f -t 10 -s /udhcpc.sh
+$B wget -q -O /dev/null --header 'Content-Type: application/json' --post-data '{"type":"installer.done","detail":{"by":"test-initrd"}}' "$events"
+$B wget -q -O /dev/null --header 'Content-Type: application/json' --post-data '{"type":"ready"}' "$events"
+echo "${PXE_MARKER} reported ready to $events"
+$B sleep 1
+$B poweroff -f
+`;
+  const script = `#!/bin/busybox sh
+[ "$1" = bound ] && /bin/busybox ip addr add "$ip/\${mask:-24}" dev "$interface"
+exit 0
+`;
+  return buildCpio([
+    { path: 'bin', type: 'dir', mode: 0o755 },
+    { path: 'lib', type: 'dir', mode: 0o755 },
+    { path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync('/bin/busybox') },
+    ...mods,
+    { path: 'udhcpc.sh', type: 'file', mode: 0o755, data: script },
+    { path: 'init', type: 'file', mode: 0o755, data: init },
+  ]);
+}

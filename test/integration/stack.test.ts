@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { BIN, runCli, tempHome, type CliResult } from '../helpers/cli.js';
-import { PXE_MARKER, markerInitrd, testKernel } from '../helpers/guest.js';
+import { PXE_MARKER, markerInitrd, readyInitrd, testKernel } from '../helpers/guest.js';
 import { createNetns, deleteNetns, waitFor } from '../helpers/netns.js';
 
 const BRIDGE = 'pvskbr0';
@@ -242,6 +242,33 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
     for (const e of events) assert.ok(!Number.isNaN(Date.parse(e.at)), 'every event has a timestamp');
     const human = await ok(['vm', 'events', 'pxe1']);
     assert.match(human.stdout, /http\.initrd\s+path=\/initrds\/x86_64\/initrd\.gz/);
+  });
+
+  test('vm start --wait on a PXE VM returns when the machine reports ready', async () => {
+    await ok(['vm', 'stop', 'pxe1', '--timeout', '1']);
+    // The "installer" now brings its NIC up and posts to the events URL on its command line.
+    writeFileSync(join(app, 'initrds', 'x86_64', 'initrd.gz'), readyInitrd());
+    const started = Date.now();
+    const r = await cli(['vm', 'start', 'pxe1', '--wait'], 300_000);
+    assert.equal(
+      r.code,
+      0,
+      `${r.stderr}\n--- console ---\n${readFileSync(join(app, 'logs', 'pxe1.log'), 'utf8').slice(-2000)}`,
+    );
+    assert.match(r.stderr, /VM 'pxe1' is ready/);
+    const events = JSON.parse((await ok(['vm', 'events', 'pxe1', '--json'])).stdout) as {
+      type: string;
+      at: string;
+      source: string;
+      detail?: Record<string, string>;
+    }[];
+    const done = events.find((e) => e.type === 'installer.done' && Date.parse(e.at) >= started - 1000);
+    assert.equal(done?.source, 'installer');
+    assert.equal(done?.detail?.by, 'test-initrd');
+    assert.equal(events[events.length - 1]?.type, 'ready');
+    // Installed: the next network boot would get the local-boot script.
+    const mac = (JSON.parse(readFileSync(join(app, 'vms', 'pxe1.json'), 'utf8')) as { mac: string }).mac;
+    assert.match(get(`/ipxe?mac=${mac}`).body, /pxe1 is installed; booting from its disk/);
   });
 
   test('killing dnsmasq: it is back within seconds and still serves', async () => {

@@ -38,6 +38,7 @@ test('commandTree: root, vm group and vm start', async (t) => {
     'network',
     'socket_vmnet',
     'system',
+    'stack',
     'completion',
   ]);
   assert.ok(!root.subcommands.includes('__vms'), 'hidden commands are not completed');
@@ -45,7 +46,17 @@ test('commandTree: root, vm group and vm start', async (t) => {
   assert.equal(root.takesVm, false);
 
   const vm = node(nodes, 'vm');
-  assert.deepEqual(vm.subcommands, ['create', 'start', 'stop', 'list', 'shell', 'logs', 'clean', 'copy']);
+  assert.deepEqual(vm.subcommands, [
+    'create',
+    'start',
+    'stop',
+    'list',
+    'shell',
+    'events',
+    'logs',
+    'clean',
+    'copy',
+  ]);
   assert.equal(vm.takesVm, false);
 
   assert.deepEqual(node(nodes, 'vm start'), {
@@ -120,6 +131,7 @@ test('bash completion passes bash -n and completes for real', async (t) => {
     'network',
     'socket_vmnet',
     'system',
+    'stack',
     'completion',
     '--version',
     '-v',
@@ -162,7 +174,7 @@ test('zsh completion wraps the bash one through bashcompinit', async (t) => {
 });
 
 const VM_START =
-  "'__fish_seen_subcommand_from vm; and __fish_seen_subcommand_from start; and not __fish_seen_subcommand_from network socket_vmnet system'";
+  "'__fish_seen_subcommand_from vm; and __fish_seen_subcommand_from start; and not __fish_seen_subcommand_from network socket_vmnet system stack'";
 
 test('fish completion lines', async (t) => {
   const nodes = await tree(t);
@@ -172,14 +184,14 @@ test('fish completion lines', async (t) => {
     'complete -c pvmlab -f',
     "complete -c pvmlab -n '__fish_use_subcommand' -a vm -d 'Create, run and remove target VMs'",
     "complete -c pvmlab -n '__fish_use_subcommand' -l version",
-    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system; and not __fish_seen_subcommand_from create start stop list shell logs clean copy' -a start -d 'Start a VM in the background (or attached to its serial console with -i)'",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system stack; and not __fish_seen_subcommand_from create start stop list shell events logs clean copy' -a start -d 'Start a VM in the background (or attached to its serial console with -i)'",
     `complete -c pvmlab -n ${VM_START} -l wait`,
     `complete -c pvmlab -n ${VM_START} -l interactive`,
     `complete -c pvmlab -n ${VM_START} -l boot`,
     `complete -c pvmlab -n ${VM_START} -a '(pvmlab __vms 2>/dev/null)'`,
-    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system; and not __fish_seen_subcommand_from create start stop list shell logs clean copy' -a logs -d 'Show a VM'\\''s serial console log and follow it'",
-    "complete -c pvmlab -n '__fish_seen_subcommand_from network; and __fish_seen_subcommand_from start; and not __fish_seen_subcommand_from vm socket_vmnet system' -l help",
-    "complete -c pvmlab -n '__fish_seen_subcommand_from clean; and not __fish_seen_subcommand_from vm network socket_vmnet system' -l purge",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system stack; and not __fish_seen_subcommand_from create start stop list shell events logs clean copy' -a logs -d 'Show a VM'\\''s serial console log and follow it'",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from network; and __fish_seen_subcommand_from start; and not __fish_seen_subcommand_from vm socket_vmnet system stack' -l help",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from clean; and not __fish_seen_subcommand_from vm network socket_vmnet system stack' -l purge",
   ];
   for (const line of expected) assert.ok(lines.includes(line), `missing: ${line}`);
   assert.equal(lines[0], expected[0]);
@@ -190,8 +202,8 @@ test('fish completion lines', async (t) => {
     lines.some((l) => / -l i$/.test(l) || l.includes('__vms -d')),
     false,
   );
-  // Only VM-taking commands complete VM names: vm create/start/stop/shell/logs/clean.
-  assert.equal(lines.filter((l) => l.endsWith("-a '(pvmlab __vms 2>/dev/null)'")).length, 6);
+  // Only VM-taking commands complete VM names: vm create/start/stop/shell/events/logs/clean.
+  assert.equal(lines.filter((l) => l.endsWith("-a '(pvmlab __vms 2>/dev/null)'")).length, 7);
 });
 
 /** `complete -C` in a real fish with the script loaded and `pvmlab __vms` faked; candidates only. */

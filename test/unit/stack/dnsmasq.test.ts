@@ -133,7 +133,10 @@ test('dnsmasqConf: DNS off gives port=0 and no DNS options; no netmask; custom l
 const ipv6 = { address: 'fd00:217::1', prefix: 64, rangeStart: 'fd00:217::100', rangeEnd: 'fd00:217::1ff' };
 
 test('dnsmasqConf: IPv6 adds a DHCPv6 range, RAs and (with DNS) the v6 DNS server, at the end', () => {
-  const base = dnsmasqConf(lab('/state')).replace('dhcp-range=::,constructor:br-pvmlab,ra-only\nenable-ra\n', '');
+  const base = dnsmasqConf(lab('/state')).replace(
+    'dhcp-range=::,constructor:br-pvmlab,ra-only\nenable-ra\n',
+    '',
+  );
   const conf = dnsmasqConf({ ...lab('/state'), ipv6 });
   assert.ok(base.endsWith('dhcp-option=vendor:PXEClient,6,8\n'));
   assert.ok(conf.startsWith(base));
@@ -168,7 +171,10 @@ test('dnsmasqConf: every arch tag gets exactly one non-iPXE dhcp-boot line, iPXE
   for (const [tag, file] of Object.entries(BOOT_FILES)) {
     assert.equal(lines.filter((l) => l.startsWith(`dhcp-boot=tag:${tag},`)).length, 1, tag);
     assert.ok(lines.includes(`dhcp-boot=tag:${tag},tag:!ipxe,${file},,10.217.0.1`), tag);
-    assert.ok(lines.some((l) => l.startsWith(`dhcp-match=set:${tag},option:client-arch,`)), tag);
+    assert.ok(
+      lines.some((l) => l.startsWith(`dhcp-match=set:${tag},option:client-arch,`)),
+      tag,
+    );
   }
   const matches = lines.filter((l) => l.startsWith('dhcp-match='));
   assert.deepEqual(
@@ -227,7 +233,13 @@ const t2: VmDefinition = {
   ipv6: 'fd00:217::3',
   mac: '52:54:00:AA:BB:03',
 };
-const v6only: VmDefinition = { name: 'v6', role: 'target', arch: 'x86_64', ipv6: 'fd00:217::4', mac: '52:54:00:00:00:04' };
+const v6only: VmDefinition = {
+  name: 'v6',
+  role: 'target',
+  arch: 'x86_64',
+  ipv6: 'fd00:217::4',
+  mac: '52:54:00:00:00:04',
+};
 const noMac: VmDefinition = { name: 'nomac', role: 'target', arch: 'x86_64', ip: '10.217.0.5' };
 const noAddr: VmDefinition = { name: 'noaddr', role: 'target', arch: 'x86_64', mac: '52:54:00:00:00:06' };
 
@@ -297,7 +309,7 @@ function fakeDnsmasq(dir: string): string {
     [
       '#!/bin/sh',
       'trap \'echo "reloaded $$"\' HUP',
-      "trap 'echo \"terminating $$\"; exit 0' TERM",
+      'trap \'echo "terminating $$"; exit 0\' TERM',
       'echo "started $$ $*"',
       'echo "stderr line $$" >&2',
       'while :; do sleep 0.05 </dev/null >/dev/null 2>&1; done',
