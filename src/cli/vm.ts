@@ -219,7 +219,7 @@ export function vmCommand(ctx: Context): Command {
     .argument('<destination>')
     .option('-r, --recursive', 'copy directories', false)
     .action(async (src, dst, o) => {
-      const { scpArgv, parseRemote } = await import('../lab/ssh.js');
+      const { LAB_USER, scpArgv, parseRemote } = await import('../lab/ssh.js');
       const { sshTarget } = await import('./wait.js');
       const rs = parseRemote(src);
       const rd = parseRemote(dst);
@@ -230,7 +230,7 @@ export function vmCommand(ctx: Context): Command {
       if (remote.path === '') throw new UsageError(`missing path after '${remote.vm}:'`);
       const def = await loadVm(ctx.app, remote.vm);
       const target = await sshTarget(ctx, def);
-      const spec = `ubuntu@${target.host}:${remote.path}`;
+      const spec = `${LAB_USER}@${target.host}:${remote.path}`;
       const argv = scpArgv(sshKeyPath(ctx.app), target, rs ? spec : src, rd ? spec : dst, o.recursive);
       const r = await ctx.runner('scp', argv, { stdio: 'inherit' });
       if (r.code !== 0) throw new PvmlabError(`scp exited with status ${r.code}`);

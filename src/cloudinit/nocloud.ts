@@ -1,4 +1,5 @@
 import { stringify } from 'yaml';
+import { baseUserData } from '../core/labuser.js';
 
 /** What a disk VM's NoCloud seed needs to know. */
 export interface TargetSeedInput {
@@ -25,21 +26,7 @@ export function metaData(s: TargetSeedInput): string {
  * Passwordless sudo, as on cloud images.
  */
 export function userData(s: TargetSeedInput): string {
-  const doc = {
-    hostname: s.name,
-    fqdn: `${s.name}.${DNS_DOMAIN}`,
-    manage_etc_hosts: true,
-    ssh_pwauth: false,
-    users: [
-      {
-        name: s.user ?? 'ubuntu',
-        sudo: 'ALL=(ALL) NOPASSWD:ALL',
-        shell: '/bin/bash',
-        lock_passwd: true,
-        ssh_authorized_keys: [s.sshPublicKey.trim()],
-      },
-    ],
-  };
+  const doc = baseUserData(s.name, s.sshPublicKey, s.user);
   return `#cloud-config\n${stringify(doc)}`;
 }
 

@@ -1,7 +1,9 @@
 import { PvmlabError } from '../core/errors.js';
 import type { VmDefinition } from '../core/vmdef.js';
 
-export const LAB_USER = 'ubuntu';
+import { LAB_USER } from '../core/labuser.js';
+
+export { LAB_USER };
 
 export interface SshTarget {
   host: string;

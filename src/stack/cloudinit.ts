@@ -1,3 +1,4 @@
+import { baseUserData } from '../core/labuser.js';
 import type { VmDefinition } from '../core/vmdef.js';
 
 /**
@@ -11,19 +12,7 @@ export function targetMetaData(vm: VmDefinition): string {
 
 export function targetUserData(vm: VmDefinition, phoneHomeUrl: string): string {
   const doc = {
-    hostname: vm.name,
-    fqdn: `${vm.name}.pvmlab.local`,
-    manage_etc_hosts: true,
-    ssh_pwauth: false,
-    users: [
-      {
-        name: 'ubuntu',
-        sudo: 'ALL=(ALL) NOPASSWD:ALL',
-        shell: '/bin/bash',
-        lock_passwd: true,
-        ssh_authorized_keys: vm.ssh_key ? [vm.ssh_key.trim()] : [],
-      },
-    ],
+    ...baseUserData(vm.name, vm.ssh_key),
     // Marks the machine "ready" on its timeline once cloud-init has finished.
     phone_home: { url: phoneHomeUrl, post: ['instance_id', 'hostname'], tries: 10 },
   };

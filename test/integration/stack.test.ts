@@ -43,7 +43,11 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
   };
   /** Run a command inside the namespace. */
   const nsx = (args: string[], opts: { input?: string } = {}) =>
-    execFileSync('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8', ...opts });
+    execFileSync('ip', ['netns', 'exec', ns, ...args], {
+      encoding: 'utf8',
+      stdio: ['pipe', 'pipe', 'pipe'],
+      ...opts,
+    });
   /** GET from the stack, from inside the namespace (node's fetch in a one-off process). */
   const get = (path: string): { status: number; body: string } => {
     const out = nsx([
