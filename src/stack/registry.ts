@@ -36,6 +36,8 @@ interface FileState {
 export class MachineRegistry extends EventEmitter {
   private byMacMap = new Map<string, VmDefinition>();
   private byNameMap = new Map<string, VmDefinition>();
+  /** Every TFTP and file request is looked up by client address. */
+  private byIpMap = new Map<string, VmDefinition>();
   private files = new Map<string, FileState>();
   private watcher: FSWatcher | undefined;
   private poller: NodeJS.Timeout | undefined;
@@ -77,8 +79,7 @@ export class MachineRegistry extends EventEmitter {
 
   /** The machine reserved this IPv4/IPv6 address (TFTP and HTTP requests carry only an address). */
   byIp(ip: string): VmDefinition | undefined {
-    for (const vm of this.byNameMap.values()) if (vm.ip === ip || vm.ipv6 === ip) return vm;
-    return undefined;
+    return this.byIpMap.get(ip);
   }
 
   all(): VmDefinition[] {
@@ -144,6 +145,8 @@ export class MachineRegistry extends EventEmitter {
 
   private add(vm: VmDefinition): void {
     this.byNameMap.set(vm.name, vm);
+    if (vm.ip) this.byIpMap.set(vm.ip, vm);
+    if (vm.ipv6) this.byIpMap.set(vm.ipv6, vm);
     const key = vm.mac ? normalizeMacKey(vm.mac) : undefined;
     if (key) {
       const other = this.byMacMap.get(key);
@@ -158,6 +161,7 @@ export class MachineRegistry extends EventEmitter {
     const vm = this.byNameMap.get(name);
     if (!vm) return;
     this.byNameMap.delete(name);
+    for (const a of [vm.ip, vm.ipv6]) if (a && this.byIpMap.get(a) === vm) this.byIpMap.delete(a);
     const key = vm.mac ? normalizeMacKey(vm.mac) : undefined;
     if (key && this.byMacMap.get(key)?.name === name) {
       this.byMacMap.delete(key);
