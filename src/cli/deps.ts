@@ -99,6 +99,22 @@ export const DEPENDENCIES: readonly Dependency[] = [
     find: onPath('tail'),
   },
   {
+    name: 'dnsmasq',
+    why: 'pvmlab stack serve (DHCP/DNS/TFTP)',
+    debian: 'dnsmasq-base',
+    platforms: ['linux'],
+    required: false,
+    find: (env) => which('dnsmasq', { ...env, PATH: `${env.PATH ?? ''}:/usr/sbin:/sbin` }),
+  },
+  {
+    name: 'iPXE (x86_64 EFI, BIOS)',
+    why: 'pvmlab stack serve (network boot loaders)',
+    debian: 'ipxe',
+    platforms: ['linux'],
+    required: false,
+    find: firstFile(['/usr/lib/ipxe/snponly.efi', '/usr/lib/ipxe/ipxe.efi']),
+  },
+  {
     name: 'socket_vmnet',
     why: 'the lab network on macOS',
     brew: 'socket_vmnet',

@@ -48,6 +48,14 @@ test('linux with an empty PATH: every PATH tool is missing, with its Debian pack
     missing('scp', false, 'vm copy', 'apt-get install openssh-client'),
     missing('ip', true, 'the bridge network (bridge, TAP devices)', 'apt-get install iproute2'),
     missing('tail', false, 'vm logs', 'apt-get install coreutils'),
+    // dnsmasq is also looked for in /usr/sbin and /sbin (not on a normal user's PATH); installed here.
+    found('dnsmasq', '/usr/sbin/dnsmasq', false, 'pvmlab stack serve (DHCP/DNS/TFTP)'),
+    found(
+      'iPXE (x86_64 EFI, BIOS)',
+      '/usr/lib/ipxe/snponly.efi',
+      false,
+      'pvmlab stack serve (network boot loaders)',
+    ),
   ]);
 });
 
@@ -71,7 +79,7 @@ test('an unset PATH is treated as empty', () => {
   const r = checkDependencies('linux', {});
   assert.deepEqual(
     r.filter((d) => d.found).map((d) => d.name),
-    ['OVMF (x86_64 UEFI)', 'AAVMF (aarch64 UEFI)'],
+    ['OVMF (x86_64 UEFI)', 'AAVMF (aarch64 UEFI)', 'dnsmasq', 'iPXE (x86_64 EFI, BIOS)'],
   );
 });
 
@@ -86,6 +94,8 @@ test('required flags', () => {
     scp: false,
     ip: true,
     tail: false,
+    dnsmasq: false,
+    'iPXE (x86_64 EFI, BIOS)': false,
     socket_vmnet: true,
   });
   assert.deepEqual(Object.fromEntries(DEPENDENCIES.map((d) => [d.name, d.platforms])), {
@@ -98,6 +108,8 @@ test('required flags', () => {
     scp: ['linux', 'darwin'],
     ip: ['linux'],
     tail: ['linux', 'darwin'],
+    dnsmasq: ['linux'],
+    'iPXE (x86_64 EFI, BIOS)': ['linux'],
     socket_vmnet: ['darwin'],
   });
 });
