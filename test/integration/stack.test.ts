@@ -275,6 +275,40 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
     assert.match(get(`/ipxe?mac=${mac}`).body, /pxe1 is installed; booting from its disk/);
   });
 
+  test('vm events --follow prints the history, then new events as they happen', async () => {
+    const child = spawn(
+      'ip',
+      ['netns', 'exec', ns, process.execPath, BIN, 'vm', 'events', 'known1', '--follow', '--json'],
+      {
+        env: { ...process.env, PVMLAB_HOME: home, NO_COLOR: '1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    try {
+      await waitFor('the history', () => out.includes('"http.config"') || undefined, 15_000);
+      // Post an event from "the installer" while the command follows.
+      nsx([
+        process.execPath,
+        '-e',
+        `fetch('http://${SUBNET}.1/api/machines/52:54:00:00:aa:01/events', { method: 'POST', body: JSON.stringify({ type: 'installer.partition', detail: { disk: 'vda' } }) }).then((r) => process.exit(r.status === 201 ? 0 : 1))`,
+      ]);
+      await waitFor('the new event', () => out.includes('"installer.partition"') || undefined, 15_000);
+      const last = JSON.parse(out.trim().split('\n').pop() as string) as {
+        type: string;
+        source: string;
+        detail: { disk: string };
+      };
+      assert.deepEqual(
+        [last.type, last.source, last.detail.disk],
+        ['installer.partition', 'installer', 'vda'],
+      );
+    } finally {
+      child.kill('SIGINT');
+    }
+  });
+
   test('killing dnsmasq: it is back within seconds and still serves', async () => {
     const before = health().dnsmasq;
     process.kill(before.pid, 'SIGKILL');
