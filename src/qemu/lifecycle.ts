@@ -1,4 +1,4 @@
-import { promises as fs } from 'node:fs';
+import { constants, promises as fs } from 'node:fs';
 import { PvmlabError, isErrno } from '../core/errors.js';
 import { run, runChecked, type Runner } from '../core/exec.js';
 import type { VmFiles } from '../core/paths.js';
@@ -12,7 +12,7 @@ const MAX_SOCKET_PATH = 100;
 /** Each VM gets its own writable copy of the firmware's variable store. */
 export async function ensureVarsFile(template: string, vars: string): Promise<void> {
   try {
-    await fs.copyFile(template, vars, fs.constants?.COPYFILE_EXCL ?? 1);
+    await fs.copyFile(template, vars, constants.COPYFILE_EXCL);
   } catch (err) {
     if (!isErrno(err, 'EEXIST'))
       throw new PvmlabError(`cannot create UEFI vars ${vars}: ${(err as Error).message}`);

@@ -42,11 +42,11 @@ export class DnsmasqLogParser {
       const [, xid, key, value] = a as unknown as [string, string, string, string];
       const tx = this.tx(xid);
       const k = key === 'vendor class' ? 'vendorClass' : key === 'user class' ? 'userClass' : 'bootfile';
-      if (tx.attrs[k] === value) return [];
-      tx.attrs[k] = value.trim();
+      const v = value.trim();
+      if (tx.attrs[k] === v) return [];
+      tx.attrs[k] = v;
       // The boot file is decided after the offer line: report it as its own event.
-      if (k === 'bootfile' && tx.mac)
-        return [{ mac: tx.mac, type: 'dhcp.bootfile', detail: { file: value.trim() } }];
+      if (k === 'bootfile' && tx.mac) return [{ mac: tx.mac, type: 'dhcp.bootfile', detail: { file: v } }];
       return [];
     }
     const t = TFTP_SENT_RE.exec(line);
