@@ -18,6 +18,7 @@ TEST=(
   mmdebstrap                                  # a real Debian cloud image (cloud-init, sshd) for disk-VM tests
   fish python3                                # completion and plist checks with the real parsers
   atftp                                       # a real TFTP client
+  isc-dhcp-client ndisc6                      # a real DHCPv6 client (dhclient -6) and RA dump (rdisc6)
   nginx-light                                 # the baseline the boot server is benchmarked against
 )
 

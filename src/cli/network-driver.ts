@@ -1,8 +1,7 @@
 import { PvmlabError } from '../core/errors.js';
 import { which } from '../core/exec.js';
 import { existsSync } from 'node:fs';
-import type { LabConfig } from '../lab/config.js';
-import { parseSubnet } from '../lab/validate.js';
+import { resolveLabConfig, type LabConfig } from '../lab/config.js';
 import { BridgeDriver } from '../net/bridge.js';
 import type { NetworkDriver } from '../net/driver.js';
 import { SocketVmnetDriver } from '../net/socketvmnet.js';
@@ -13,9 +12,13 @@ export function networkDriver(ctx: Context, config: LabConfig): NetworkDriver {
   const kind = ctx.env.PVMLAB_NETWORK ?? config.network;
   if (kind === 'bridge') {
     if (process.platform !== 'linux') throw new PvmlabError('the bridge network driver works on Linux only');
-    const prefix = parseSubnet(config.subnet, 'ipv4', 'subnet').prefix;
+    const lab = resolveLabConfig(config);
     return new BridgeDriver(
-      { bridge: config.bridge, hostAddress: `${config.host_ip}/${prefix}` },
+      {
+        bridge: config.bridge,
+        hostAddress: `${config.host_ip}/${lab.subnet.prefix}`,
+        ...(lab.v6 ? { hostAddress6: `${lab.v6.host}/${lab.v6.subnet.prefix}` } : {}),
+      },
       ctx.runner,
     );
   }

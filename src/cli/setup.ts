@@ -11,7 +11,10 @@ export function setupCommand(ctx: Context): Command {
   return new Command('setup')
     .description('Create ~/.pvmlab, the lab SSH key and settings, and check the tools pvmlab needs')
     .option('--subnet <cidr>', 'lab IPv4 subnet (provisioner at .1, the host at the last address)')
-    .option('--subnet6 <cidr>', 'lab IPv6 subnet, e.g. fd00:cafe:babe::/64')
+    .option(
+      '--subnet6 <cidr>',
+      'lab IPv6 /64: DHCPv6 reservations and router advertisements, e.g. fd00:cafe:babe::/64',
+    )
     .option('--bridge <name>', 'Linux bridge name for the lab network')
     .addOption(
       new Option('--network <driver>', 'lab network driver').choices(['bridge', 'socket_vmnet'] as const),
@@ -20,14 +23,15 @@ export function setupCommand(ctx: Context): Command {
     .action(async (o) => {
       if (!o.json) log.info(`Setting up pvmlab in ${ctx.app}`);
       const { ensureLabDirs } = await import('./context.js');
-      const { labConfigForSubnet, loadLabConfig, saveLabConfig } = await import('../lab/config.js');
+      const { labConfigForSubnet, loadLabConfig, parseSubnet6, saveLabConfig } =
+        await import('../lab/config.js');
       const { loadDistros } = await import('../distro/distros.js');
       const { ensureSshKey } = await import('../lab/sshkey.js');
       const { checkDependencies, packageHints } = await import('./deps.js');
       await ensureLabDirs(ctx.app);
       let config: LabConfig = await loadLabConfig(ctx.app);
       if (o.subnet) config = labConfigForSubnet(o.subnet, config);
-      if (o.subnet6) config = { ...config, subnetv6: o.subnet6 };
+      if (o.subnet6) config = { ...config, subnetv6: parseSubnet6(o.subnet6, '--subnet6').cidr };
       if (o.bridge) config = { ...config, bridge: o.bridge };
       if (o.network) config = { ...config, network: o.network };
       await saveLabConfig(ctx.app, config);

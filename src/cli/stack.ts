@@ -33,23 +33,35 @@ export function stackCommand(ctx: Context): Command {
       if (!o.address && process.platform === 'linux') {
         // Natively, the provisioner's address lives on the lab bridge beside the host's.
         const { runChecked } = await import('../core/exec.js');
-        await runChecked(ctx.runner, 'ip', [
-          'addr',
-          'replace',
-          `${address}/${lab.subnet.prefix}`,
-          'dev',
-          iface,
-        ]);
-        // An IPv6 prefix for router advertisements (iPXE boots ~16 s sooner when it gets one).
-        const { labUlaPrefix } = await import('../stack/dnsmasq.js');
-        const ula = `${labUlaPrefix(lab.subnet.network)}1/64`;
-        await runChecked(ctx.runner, 'ip', ['-6', 'addr', 'replace', ula, 'dev', iface, 'nodad']);
+        const { ipArgv } = await import('../net/bridge.js');
+        await runChecked(ctx.runner, 'ip', ipArgv.addrReplace(iface, `${address}/${lab.subnet.prefix}`));
+        if (lab.v6) {
+          await runChecked(ctx.runner, 'ip', ipArgv.addrReplace6(iface, `${lab.v6.provisioner}/64`));
+        } else {
+          // An IPv6 prefix for router advertisements (iPXE boots ~16 s sooner when it gets one).
+          const { labUlaPrefix } = await import('../stack/dnsmasq.js');
+          await runChecked(
+            ctx.runner,
+            'ip',
+            ipArgv.addrReplace6(iface, `${labUlaPrefix(lab.subnet.network)}1/64`),
+          );
+        }
       }
       const running = await startStack({
         iface,
         address,
         rangeStart: lab.config.dhcp_range_start,
         rangeEnd: lab.config.dhcp_range_end,
+        ...(lab.v6
+          ? {
+              ipv6: {
+                address: lab.v6.provisioner,
+                prefix: lab.v6.subnet.prefix,
+                rangeStart: lab.v6.rangeStart,
+                rangeEnd: lab.v6.rangeEnd,
+              },
+            }
+          : {}),
         vmsDir: o.vmsDir ?? d.vms,
         imagesDir: o.imagesDir ?? d.images,
         initrdsDir: o.initrdsDir ?? join(ctx.app, 'initrds'),
@@ -59,7 +71,9 @@ export function stackCommand(ctx: Context): Command {
         dns: o.dns,
         log: (m) => log.info(m),
       });
-      log.success(`Stack serving ${running.registry.size} machine(s) on ${iface}: ${running.url}`);
+      log.success(
+        `Stack serving ${running.registry.size} machine(s) on ${iface}: ${running.url}${running.url6 ? ` and ${running.url6}` : ''}`,
+      );
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);

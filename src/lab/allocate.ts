@@ -1,10 +1,12 @@
 import { PvmlabError, UsageError } from '../core/errors.js';
-import type { ResolvedLab } from './config.js';
+import { DHCP6_POOL, mirrorIpv6, type Lab6, type ResolvedLab } from './config.js';
 import type { VmDefinition } from '../core/vmdef.js';
 import {
+  bigIntToIpv6,
   inSubnet,
   intToIpv4,
   ipv4ToInt,
+  ipv6ToBigInt,
   parseAddress,
   parseSubnet,
   randomMac,
@@ -80,14 +82,18 @@ export function assignAddresses(
     ip = nextFreeIpv4(subnet, vms, isReserved);
   }
   const out: AssignedAddresses = { ip, subnet: subnet.cidr };
+  const prov = vms.find((v) => v.role === 'provisioner');
+  const s6 = prov?.subnetv6 ? parseSubnet(prov.subnetv6, 'ipv6', 'provisioner subnetv6') : lab.subnet6;
+  // The lab's own reserved IPv6 addresses apply when its prefix is the one in use.
+  const isReserved6 = lab.v6 && s6?.cidr === lab.v6.subnet.cidr ? reserved6(lab.v6) : () => undefined;
   if (req.ipv6 !== undefined) {
     const p = parseAddress(req.ipv6, 'ipv6', '--ipv6');
-    const prov = vms.find((v) => v.role === 'provisioner');
-    const s6 = prov?.subnetv6 ? parseSubnet(prov.subnetv6, 'ipv6', 'provisioner subnetv6') : lab.subnet6;
     let subnetv6: string;
     if (s6) {
       if (!inSubnet(p.address, s6) || (p.prefix !== undefined && p.prefix !== s6.prefix))
         throw new UsageError(`--ipv6 ${req.ipv6} is outside the lab IPv6 subnet ${s6.cidr}`);
+      const why = isReserved6(p.address);
+      if (why) throw new UsageError(`--ipv6 ${p.address} is ${why}`);
       subnetv6 = s6.cidr;
     } else {
       if (p.prefix === undefined)
@@ -100,8 +106,54 @@ export function assignAddresses(
     if (owner) throw new UsageError(`IPv6 address ${p.address} is already used by VM '${owner.name}'`);
     out.ipv6 = p.address;
     out.subnetv6 = subnetv6;
+  } else if (lab.v6 && s6?.cidr === lab.v6.subnet.cidr) {
+    // An IPv6 lab gives every target a reservation too: the IPv4 host number when it is free
+    // (.3 -> ::3), so the two addresses are easy to tell apart.
+    out.ipv6 = nextFreeIpv6(lab.v6, subnet, ip, vms, isReserved6);
+    out.subnetv6 = lab.v6.subnet.cidr;
   }
   return out;
+}
+
+/** IPv6 addresses no target may take: the subnet-router anycast, provisioner, host, the DHCPv6 pool. */
+function reserved6(v6: Lab6): (address: string) => string | undefined {
+  const net = ipv6ToBigInt(v6.subnet.network);
+  const fixed = new Map<bigint, string>([
+    [net, 'the subnet-router anycast address'],
+    [ipv6ToBigInt(v6.provisioner), "the provisioner's IPv6 address"],
+    [ipv6ToBigInt(v6.host), "the host's IPv6 address on the lab bridge"],
+  ]);
+  const poolStart = ipv6ToBigInt(v6.rangeStart);
+  const poolEnd = ipv6ToBigInt(v6.rangeEnd);
+  return (address) => {
+    const n = ipv6ToBigInt(address);
+    const why = fixed.get(n);
+    if (why) return why;
+    if (n >= poolStart && n <= poolEnd)
+      return `inside the DHCPv6 pool for unknown clients (${v6.rangeStart}-${v6.rangeEnd})`;
+    return undefined;
+  };
+}
+
+function nextFreeIpv6(
+  v6: Lab6,
+  subnet: Subnet,
+  ipv4: string,
+  vms: readonly VmDefinition[],
+  isReserved: (address: string) => string | undefined,
+): string {
+  const used = new Set<bigint>();
+  for (const v of vms) if (v.ipv6) used.add(ipv6ToBigInt(v.ipv6));
+  const free = (a: string) => !used.has(ipv6ToBigInt(a)) && !isReserved(a);
+  const mirrored = mirrorIpv6(v6.subnet, subnet, ipv4);
+  if (free(mirrored)) return mirrored;
+  const net = ipv6ToBigInt(v6.subnet.network);
+  // A /64 never runs out in a lab; the bound keeps a corrupt state from looping for long.
+  for (let n = 2n; n < DHCP6_POOL.start; n++) {
+    const a = bigIntToIpv6(net + n);
+    if (free(a)) return a;
+  }
+  throw new PvmlabError(`no free IPv6 address left below the DHCPv6 pool in ${v6.subnet.cidr}`);
 }
 
 function nextFreeIpv4(

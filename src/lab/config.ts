@@ -4,7 +4,16 @@ import * as v from 'valibot';
 import { PvmlabError, UsageError } from '../core/errors.js';
 import { writeFileAtomic, readTextIfExists } from '../core/fsutil.js';
 import { describeIssues } from '../core/vmdef.js';
-import { inSubnet, intToIpv4, ipv4ToInt, parseAddress, parseSubnet, type Subnet } from './validate.js';
+import {
+  bigIntToIpv6,
+  inSubnet,
+  intToIpv4,
+  ipv4ToInt,
+  ipv6ToBigInt,
+  parseAddress,
+  parseSubnet,
+  type Subnet,
+} from './validate.js';
 
 /**
  * Lab-wide settings, `~/.pvmlab/lab.yaml`. Subnet and bridge are settings so two labs
@@ -58,10 +67,51 @@ export function labConfigForSubnet(cidr: string, base: LabConfig): LabConfig {
   };
 }
 
+/** The lab's IPv6 side, derived from `subnetv6`. */
+export interface Lab6 {
+  subnet: Subnet;
+  /** Prefix + the host number of provisioner_ip (::1 by default). */
+  provisioner: string;
+  /** Prefix + the host number of host_ip (::fe on a /24). */
+  host: string;
+  /** DHCPv6 pool for unknown clients: ::1:0-::1:ffff, above any host number an IPv4 lab can mirror. */
+  rangeStart: string;
+  rangeEnd: string;
+}
+
 export interface ResolvedLab {
   config: LabConfig;
   subnet: Subnet;
   subnet6?: Subnet;
+  v6?: Lab6;
+}
+
+export const DHCP6_POOL = { start: 0x1_0000n, end: 0x1_ffffn } as const;
+
+/**
+ * A lab IPv6 subnet is a /64: router advertisements, SLAAC and dnsmasq's DHCPv6 ranges all
+ * assume one, and every lab address is the prefix plus a host number.
+ */
+export function parseSubnet6(cidr: string, what: string): Subnet {
+  const s = parseSubnet(cidr, 'ipv6', what);
+  if (s.prefix !== 64) throw new UsageError(`${what} '${cidr}' must be a /64 (e.g. fd00:cafe:babe::/64)`);
+  return s;
+}
+
+/** The IPv6 address with the same host number as an IPv4 address of the lab. */
+export function mirrorIpv6(subnet6: Subnet, subnet: Subnet, ipv4: string): string {
+  return bigIntToIpv6(ipv6ToBigInt(subnet6.network) + BigInt(ipv4ToInt(ipv4) - ipv4ToInt(subnet.network)));
+}
+
+function lab6(subnet6: Subnet, subnet: Subnet, config: LabConfig): Lab6 {
+  const net = ipv6ToBigInt(subnet6.network);
+  return {
+    subnet: subnet6,
+    provisioner: mirrorIpv6(subnet6, subnet, config.provisioner_ip),
+    host: mirrorIpv6(subnet6, subnet, config.host_ip),
+    rangeStart: bigIntToIpv6(net + DHCP6_POOL.start),
+    rangeEnd: bigIntToIpv6(net + DHCP6_POOL.end),
+  };
 }
 
 /** Check the addresses inside the config agree with its subnet. */
@@ -77,8 +127,9 @@ export function resolveLabConfig(config: LabConfig, source = 'lab.yaml'): Resolv
   }
   if (ipv4ToInt(config.dhcp_range_start) > ipv4ToInt(config.dhcp_range_end))
     throw new PvmlabError(`${source}: dhcp_range_start is after dhcp_range_end`);
-  const subnet6 = config.subnetv6 ? parseSubnet(config.subnetv6, 'ipv6', 'subnetv6') : undefined;
-  return subnet6 ? { config, subnet, subnet6 } : { config, subnet };
+  if (!config.subnetv6) return { config, subnet };
+  const subnet6 = parseSubnet6(config.subnetv6, 'subnetv6');
+  return { config, subnet, subnet6, v6: lab6(subnet6, subnet, config) };
 }
 
 export function labConfigPath(app: string): string {

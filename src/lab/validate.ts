@@ -125,6 +125,16 @@ export function intToIpv4(n: number): string {
   return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
 }
 
+/** IPv6 address <-> 128-bit integer, for deriving lab addresses from the prefix. */
+export function ipv6ToBigInt(address: string): bigint {
+  return ipaddr.IPv6.parse(address).parts.reduce((acc, part) => (acc << 16n) | BigInt(part), 0n);
+}
+export function bigIntToIpv6(n: bigint): string {
+  const parts: number[] = [];
+  for (let i = 7; i >= 0; i--) parts.push(Number((n >> BigInt(i * 16)) & 0xffffn));
+  return new ipaddr.IPv6(parts).toString();
+}
+
 /** Parse sizes like `10G`, `512M`, `2048` (bytes); binary multiples. Used for --disk-size. */
 export function parseSize(text: string, flag = '--disk-size'): number {
   const m = /^(\d+)\s*([KMGT]i?B?|B)?$/i.exec(text.trim());

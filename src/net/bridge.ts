@@ -8,6 +8,8 @@ export interface BridgeConfig {
   bridge: string;
   /** The host's address on the bridge with its prefix, e.g. 192.168.100.254/24; reaches the VMs directly. */
   hostAddress?: string;
+  /** The host's IPv6 address with its prefix when the lab has an IPv6 subnet. */
+  hostAddress6?: string;
 }
 
 /** TAP names are at most 15 bytes; hash bridge and VM name so two labs never collide. */
@@ -21,6 +23,8 @@ export const ipArgv = {
   addrShow: (dev: string) => ['-j', 'addr', 'show', 'dev', dev],
   addBridge: (br: string) => ['link', 'add', 'name', br, 'type', 'bridge'],
   addrReplace: (dev: string, cidr: string) => ['addr', 'replace', cidr, 'dev', dev],
+  // nodad: the address is usable at once (duplicate detection would hold it back ~1 s).
+  addrReplace6: (dev: string, cidr: string) => ['-6', 'addr', 'replace', cidr, 'dev', dev, 'nodad'],
   up: (dev: string) => ['link', 'set', 'dev', dev, 'up'],
   del: (dev: string) => ['link', 'del', 'dev', dev],
   addTap: (tap: string) => ['tuntap', 'add', 'dev', tap, 'mode', 'tap'],
@@ -72,6 +76,7 @@ export class BridgeDriver implements NetworkDriver {
     const br = this.config.bridge;
     if (!(await this.exists(br))) await this.ip(ipArgv.addBridge(br));
     if (this.config.hostAddress) await this.ip(ipArgv.addrReplace(br, this.config.hostAddress));
+    if (this.config.hostAddress6) await this.ip(ipArgv.addrReplace6(br, this.config.hostAddress6));
     await this.ip(ipArgv.up(br));
   }
 

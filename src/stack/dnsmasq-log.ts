@@ -5,8 +5,13 @@ export interface LogEvent {
   detail: Record<string, string>;
 }
 
+// The lookahead keeps a DHCPv6 line's DUID (also hex pairs) from passing for a MAC.
 const DHCP_RE =
-  /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) (DHCPDISCOVER|DHCPOFFER|DHCPREQUEST|DHCPACK|DHCPNAK)\(([^)]+)\)\s+(?:(\d+\.\d+\.\d+\.\d+)\s+)?([0-9a-f]{2}(?::[0-9a-f]{2}){5})(?:\s+(\S+))?/i;
+  /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) (DHCPDISCOVER|DHCPOFFER|DHCPREQUEST|DHCPACK|DHCPNAK)\(([^)]+)\)\s+(?:(\d+\.\d+\.\d+\.\d+)\s+)?([0-9a-f]{2}(?::[0-9a-f]{2}){5})(?=\s|$)(?:\s+(\S+))?/i;
+// DHCPv6: `<xid> DHCPREPLY(br0) fd00::3 <duid> <name>`; the MAC comes on an earlier line of the xid.
+const DHCP6_RE =
+  /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) DHCP(SOLICIT|ADVERTISE|REQUEST|REPLY|RENEW|REBIND|CONFIRM|RELEASE|DECLINE|INFORMATION-REQUEST)\(([^)]+)\)\s+(?:([0-9a-f]*::?[0-9a-f:]*)\s+)?((?:[0-9a-f]{2}:){9,}[0-9a-f]{2})(?:\s+(\S+))?/i;
+const MAC6_RE = /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) client MAC address: ([0-9a-f]{2}(?::[0-9a-f]{2}){5})\s*$/i;
 const ATTR_RE = /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) (vendor class|user class|bootfile name): (.*)$/;
 const TFTP_SENT_RE = /^dnsmasq-tftp(?:\[\d+\])?: sent (\S+) to (\S+)/;
 // dnsmasq 2.90 logs "file %s not found for %s" (the client's address) and "failed sending %s to %s".
@@ -25,6 +30,23 @@ export class DnsmasqLogParser {
   constructor(private readonly macForIp: (ip: string) => string | undefined = () => undefined) {}
 
   feed(line: string): LogEvent[] {
+    const m6 = MAC6_RE.exec(line);
+    if (m6) {
+      this.tx(m6[1] as string).mac = (m6[2] as string).toLowerCase();
+      return [];
+    }
+    const d6 = DHCP6_RE.exec(line);
+    if (d6) {
+      const [, xid, kind, iface, ip, duid, name] = d6 as unknown as string[];
+      const tx = this.tx(xid as string);
+      const mac = tx.mac ?? macFromDuid(duid as string);
+      if (!mac) return [];
+      if (ip && (kind === 'ADVERTISE' || kind === 'REPLY')) this.ipToMac.set(ip, mac);
+      const detail: Record<string, string> = { iface: iface as string, duid: duid as string };
+      if (ip) detail.ip = ip;
+      if (name) detail.hostname = name;
+      return [{ mac, type: `dhcp6.${(kind as string).toLowerCase()}`, detail }];
+    }
     const d = DHCP_RE.exec(line);
     if (d) {
       const [, xid, kind, iface, ip, macRaw, name] = d as unknown as string[];
@@ -80,4 +102,14 @@ export class DnsmasqLogParser {
     }
     return t;
   }
+}
+
+/** The MAC inside a DUID-LLT (type 1) or DUID-LL (type 3) of an Ethernet client (hardware type 1). */
+export function macFromDuid(duid: string): string | undefined {
+  const b = duid.toLowerCase().split(':');
+  const type = b.slice(0, 2).join('');
+  const hw = b.slice(2, 4).join('');
+  if (hw !== '0001') return undefined;
+  const mac = type === '0001' ? b.slice(8) : type === '0003' ? b.slice(4) : undefined;
+  return mac?.length === 6 ? mac.join(':') : undefined;
 }

@@ -74,11 +74,17 @@ export function dnsmasqConf(o: DnsmasqOptions): string {
   ];
   if (o.ipv6) {
     lines.push(
-      // Addresses from the lab's own prefix; reservations match the DUID-LLT's MAC.
+      // Stateful DHCPv6 from the lab's own prefix (RAs carry the M flag): reservations are
+      // matched by the client's MAC, which dnsmasq finds from the link or in a DUID-LL(T).
       `dhcp-range=${o.ipv6.rangeStart},${o.ipv6.rangeEnd},${o.ipv6.prefix},${o.leaseTime ?? '1h'}`,
       'enable-ra',
       `ra-param=${o.iface},30`,
-      ...(o.dns === false ? [] : [`dhcp-option=option6:dns-server,[${o.ipv6.address}]`]),
+      ...(o.dns === false
+        ? []
+        : [
+            `dhcp-option=option6:dns-server,[${o.ipv6.address}]`,
+            `dhcp-option=option6:domain-search,${DNS_DOMAIN}`,
+          ]),
     );
   } else {
     // Router advertisements even on an IPv4-only lab: iPXE waits ~16 s for one before it

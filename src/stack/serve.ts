@@ -1,6 +1,7 @@
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { writeFileAtomic } from '../core/fsutil.js';
 import { DnsmasqLogParser } from './dnsmasq-log.js';
@@ -13,7 +14,7 @@ import {
   dnsmasqArgv,
   dnsmasqConf,
 } from './dnsmasq.js';
-import { createBootServer } from './http.js';
+import { createBootServer, type BootServerOptions } from './http.js';
 import { bootScript } from './ipxe.js';
 import { MachineRegistry, normalizeMacKey } from './registry.js';
 import { Timeline } from './timeline.js';
@@ -52,6 +53,8 @@ export const IPXE_SOURCES: Record<string, string[]> = {
 
 export interface RunningStack {
   url: string;
+  /** The same service on the provisioner's IPv6 address, when the lab has one. */
+  url6?: string;
   registry: MachineRegistry;
   timeline: Timeline;
   supervisor?: DnsmasqSupervisor;
@@ -134,7 +137,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
       .catch((err: Error) => log(`stack: cannot write hosts files: ${err.message}`));
   });
 
-  const server = createBootServer({
+  const serverOptions: BootServerOptions = {
     machines: registry,
     timeline,
     imagesDir: o.imagesDir,
@@ -145,21 +148,43 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
       dnsmasq: supervisor ? { pid: supervisor.pid ?? null, restarts: supervisor.restarts } : 'off',
     }),
     log,
-  });
-  await new Promise<void>((res, rej) => {
-    server.once('error', rej);
-    server.listen(o.httpPort ?? 80, o.address, () => res());
-  });
+  };
+  const listen = (server: Server, host: string, port: number) =>
+    new Promise<void>((res, rej) => {
+      server.once('error', rej);
+      server.listen(port, host, () => res());
+    });
+  const server = createBootServer(serverOptions);
+  const servers = [server];
+  try {
+    await listen(server, o.address, o.httpPort ?? 80);
+    // The same service on the provisioner's IPv6 address (same port: one URL scheme for both).
+    if (o.ipv6) {
+      const v6 = createBootServer(serverOptions);
+      servers.push(v6);
+      await listen(v6, o.ipv6.address, (server.address() as AddressInfo).port);
+    }
+  } catch (err) {
+    registry.stop();
+    for (const s of servers) s.close();
+    await supervisor?.stop();
+    throw err;
+  }
   const addr = server.address() as AddressInfo;
   return {
     url: `http://${o.address}:${addr.port}`,
+    ...(o.ipv6 ? { url6: `http://[${o.ipv6.address}]:${addr.port}` } : {}),
     registry,
     timeline,
     ...(supervisor ? { supervisor } : {}),
     async close() {
       registry.stop();
-      server.closeAllConnections();
-      await new Promise((r) => server.close(r));
+      await Promise.all(
+        servers.map((s) => {
+          s.closeAllConnections();
+          return new Promise((r) => s.close(r));
+        }),
+      );
       await supervisor?.stop();
     },
   };

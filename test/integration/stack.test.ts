@@ -11,6 +11,7 @@ import { createNetns, deleteNetns, waitFor } from '../helpers/netns.js';
 
 const BRIDGE = 'pvskbr0';
 const SUBNET = '10.218.0';
+const PREFIX6 = 'fd00:218::';
 
 interface Lease {
   ip?: string;
@@ -86,6 +87,31 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
     nsx(['ip', 'link', 'set', `${name}p`, 'up']);
     nsx(['ip', 'link', 'set', name, 'up']);
   };
+  /** Wait until the interface's link-local address has left DAD (DHCPv6 clients need it). */
+  const linkLocalReady = (iface: string) =>
+    waitFor(
+      `${iface}'s link-local address`,
+      () =>
+        nsx(['ip', '-6', 'addr', 'show', 'dev', iface, 'scope', 'link', '-tentative']).includes('fe80::')
+          ? true
+          : undefined,
+      10_000,
+    );
+  /** ISC dhclient -6 (DUID-LLT, as systemd-networkd is told to use on targets): the address leased. */
+  const dhcp6 = async (iface: string): Promise<string> => {
+    await linkLocalReady(iface);
+    const lease = join(work, `dhclient6-${iface}-${Date.now()}.leases`);
+    const pid = join(work, `dhclient6-${iface}.pid`);
+    try {
+      nsx(['timeout', '30', 'dhclient', '-6', '-1', '-lf', lease, '-pf', pid, '-sf', '/bin/true', iface]);
+    } finally {
+      // dhclient forks into the background once bound.
+      if (existsSync(pid)) nsx(['kill', readFileSync(pid, 'utf8').trim()]);
+    }
+    const m = /iaaddr (\S+) \{/.exec(readFileSync(lease, 'utf8'));
+    assert.ok(m, `a DHCPv6 lease in ${readFileSync(lease, 'utf8')}`);
+    return m[1] as string;
+  };
   const health = () =>
     JSON.parse(get('/healthz').body) as { machines: number; dnsmasq: { pid: number; restarts: number } };
 
@@ -103,7 +129,7 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
       join(app, 'distros.yaml'),
       `- name: testos\n  distro_name: test\n  version: "1"\n  arch:\n    x86_64:\n      qcow2_url: file:///nonexistent.qcow2\n      kernel_path: ./boot/vmlinuz\n`,
     );
-    await ok(['setup', '--bridge', BRIDGE, '--subnet', `${SUBNET}.0/24`]);
+    await ok(['setup', '--bridge', BRIDGE, '--subnet', `${SUBNET}.0/24`, '--subnet6', `${PREFIX6}/64`]);
     await ok(['network', 'start']);
     await ok([
       'vm',
@@ -180,6 +206,36 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
     const script = join(work, 'boot.ipxe');
     nsx(['atftp', '-g', '-r', 'boot.ipxe', '-l', script, `${SUBNET}.1`]);
     assert.match(readFileSync(script, 'utf8'), /chain http:\/\/\$\{next-server\}\/ipxe\?mac=/);
+  });
+
+  test('IPv6: RAs for the lab prefix, DHCPv6 reservations by MAC, a pool for others, DNS and HTTP', async () => {
+    // known1 got the IPv6 twin of its IPv4 address at creation.
+    const known = JSON.parse(readFileSync(join(app, 'vms', 'known1.json'), 'utf8')) as { ipv6?: string };
+    assert.equal(known.ipv6, `${PREFIX6}3`);
+    await linkLocalReady('vc1');
+    const ra = nsx(['rdisc6', '-1', '-w', '3000', 'vc1']);
+    assert.match(ra, /Stateful address conf\.\s*:\s*Yes/, 'M flag: addresses come from DHCPv6');
+    assert.match(ra, /Prefix\s*:\s*fd00:218::\/64/);
+    assert.equal(await dhcp6('vc1'), `${PREFIX6}3`, "known1's DHCPv6 reservation");
+    const pool = await dhcp6('vc0');
+    assert.match(pool, /^fd00:218::1:[0-9a-f]{1,4}$/, 'an unknown client gets an address from the pool');
+    const events = JSON.parse((await ok(['vm', 'events', 'known1', '--json'])).stdout) as {
+      type: string;
+      detail?: Record<string, string>;
+    }[];
+    assert.ok(
+      events.some((e) => e.type === 'dhcp6.reply' && e.detail?.ip === `${PREFIX6}3`),
+      `a dhcp6.reply on the timeline: ${events.map((e) => e.type).join(', ')}`,
+    );
+    // DNS answers AAAA for the lab's names; the boot server answers on the IPv6 address too.
+    const dns = nsx(['busybox', 'nslookup', '-type=AAAA', 'known1.pvmlab.local', `${PREFIX6}1`]);
+    assert.match(dns, /fd00:218::3/);
+    const health6 = nsx([
+      process.execPath,
+      '-e',
+      `fetch('http://[${PREFIX6}1]/healthz').then(async r => process.stdout.write(r.status + ' ' + await r.text()))`,
+    ]);
+    assert.match(health6, /^200 /);
   });
 
   test('HTTP: scripts, config, cloud-init, ranges, refusals', () => {
@@ -351,6 +407,7 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
       20_000,
     );
     assert.equal(lease.boot_file, 'ipxe-x86_64.efi');
+    assert.equal(await dhcp6('vc2'), `${PREFIX6}32`, 'the IPv6 reservation too (.50 -> ::32)');
     assert.equal(get('/ipxe?mac=52:54:00:00:aa:02').status, 200);
     assert.equal(health().dnsmasq.pid, pid, 'dnsmasq was reloaded (SIGHUP), not restarted');
   });

@@ -301,10 +301,43 @@ describe('assignAddresses: IPv6', () => {
     );
   });
 
-  it('leaves IPv6 out when not asked for', () => {
-    const r = assignAddresses(lab6, [provisioner], {});
+  it('gives every target an IPv6 address in an IPv6 lab: the IPv4 host number when free', () => {
+    assert.deepEqual(assignAddresses(lab6, [provisioner], {}), {
+      ip: '192.168.100.2',
+      subnet: '192.168.100.0/24',
+      ipv6: 'fd00:cafe:babe::2',
+      subnetv6: 'fd00:cafe:babe::/64',
+    });
+    assert.equal(assignAddresses(lab6, [provisioner], { ip: '192.168.100.77' }).ipv6, 'fd00:cafe:babe::4d');
+    // ::2 taken by a VM created with --ipv6: the lowest free address instead.
+    const vms = [provisioner, target('six', '192.168.100.9', { ipv6: 'fd00:cafe:babe::2' })];
+    assert.equal(assignAddresses(lab6, vms, {}).ipv6, 'fd00:cafe:babe::3');
+  });
+
+  it('refuses the provisioner, host, anycast and DHCPv6 pool addresses', () => {
+    const cases: [string, RegExp][] = [
+      ['fd00:cafe:babe::', /subnet-router anycast/],
+      ['fd00:cafe:babe::1', /provisioner's IPv6 address/],
+      ['fd00:cafe:babe::fe', /host's IPv6 address/],
+      [
+        'fd00:cafe:babe::1:0',
+        /DHCPv6 pool for unknown clients \(fd00:cafe:babe::1:0-fd00:cafe:babe::1:ffff\)/,
+      ],
+      ['fd00:cafe:babe::1:ffff', /DHCPv6 pool/],
+    ];
+    for (const [ipv6, re] of cases) throwsUsage(() => assignAddresses(lab6, [provisioner], { ipv6 }), re);
+    assert.equal(
+      assignAddresses(lab6, [provisioner], { ipv6: 'fd00:cafe:babe::2:0' }).ipv6,
+      'fd00:cafe:babe::2:0',
+    );
+  });
+
+  it('leaves IPv6 out when the lab has no IPv6 subnet, or the provisioner brings its own', () => {
+    const r = assignAddresses(lab, [provisioner], {});
     assert.equal('ipv6' in r, false);
     assert.equal('subnetv6' in r, false);
+    const prov: VmDefinition = { ...provisioner, ipv6: 'fd11::1', subnetv6: 'fd11::/64' };
+    assert.equal('ipv6' in assignAddresses(lab6, [prov], {}), false);
   });
 });
 

@@ -9,6 +9,7 @@ import {
   labConfigForSubnet,
   labConfigPath,
   loadLabConfig,
+  parseSubnet6,
   resolveLabConfig,
   saveLabConfig,
   type LabConfig,
@@ -141,6 +142,26 @@ describe('resolveLabConfig', () => {
   it('parses the IPv6 subnet when set', () => {
     const r = resolveLabConfig({ ...linux, subnetv6: 'FD00:CAFE:BABE::1/64' });
     assert.equal(r.subnet6?.cidr, 'fd00:cafe:babe::/64');
+  });
+
+  it('derives the IPv6 side from the host numbers of the IPv4 addresses', () => {
+    const r = resolveLabConfig({ ...labConfigForSubnet('10.20.0.0/16', linux), subnetv6: 'fd00:77::/64' });
+    assert.deepEqual(r.v6, {
+      subnet: r.subnet6,
+      provisioner: 'fd00:77::1',
+      host: 'fd00:77::fffe',
+      rangeStart: 'fd00:77::1:0',
+      rangeEnd: 'fd00:77::1:ffff',
+    });
+    assert.equal(resolveLabConfig(linux).v6, undefined);
+  });
+
+  it('wants a /64 IPv6 subnet', () => {
+    assert.throws(
+      () => resolveLabConfig({ ...linux, subnetv6: 'fd00:cafe::/48' }),
+      (e: Error) => e instanceof UsageError && /subnetv6 'fd00:cafe::\/48' must be a \/64/.test(e.message),
+    );
+    assert.equal(parseSubnet6('fd00:1::5/64', '--subnet6').cidr, 'fd00:1::/64');
   });
 
   it('refuses each address outside the subnet', () => {

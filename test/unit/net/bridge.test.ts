@@ -20,6 +20,15 @@ test('ipArgv builders', () => {
     'dev',
     'br0',
   ]);
+  assert.deepEqual(ipArgv.addrReplace6('br0', 'fd00:1::fe/64'), [
+    '-6',
+    'addr',
+    'replace',
+    'fd00:1::fe/64',
+    'dev',
+    'br0',
+    'nodad',
+  ]);
   assert.deepEqual(ipArgv.up('tap0'), ['link', 'set', 'dev', 'tap0', 'up']);
   assert.deepEqual(ipArgv.del('tap0'), ['link', 'del', 'dev', 'tap0']);
   assert.deepEqual(ipArgv.addTap('tap0'), ['tuntap', 'add', 'dev', 'tap0', 'mode', 'tap']);
@@ -83,6 +92,21 @@ test('start with the bridge missing: create, address, up', async () => {
     'ip -j link show dev pvmlab0',
     'ip link add name pvmlab0 type bridge',
     'ip addr replace 192.168.100.254/24 dev pvmlab0',
+    'ip link set dev pvmlab0 up',
+  ]);
+});
+
+test('start with an IPv6 lab: the host gets its IPv6 address too', async () => {
+  const { runner, calls } = ip([BR]);
+  await new BridgeDriver(
+    { bridge: BR, hostAddress: '192.168.100.254/24', hostAddress6: 'fd00:1::fe/64' },
+    runner,
+    () => true,
+  ).start();
+  assert.deepEqual(calls, [
+    'ip -j link show dev pvmlab0',
+    'ip addr replace 192.168.100.254/24 dev pvmlab0',
+    'ip -6 addr replace fd00:1::fe/64 dev pvmlab0 nodad',
     'ip link set dev pvmlab0 up',
   ]);
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DnsmasqLogParser, type LogEvent } from '../../../src/stack/dnsmasq-log.js';
+import { DnsmasqLogParser, macFromDuid, type LogEvent } from '../../../src/stack/dnsmasq-log.js';
 
 const MAC1 = 'b6:c0:84:d1:b6:01';
 const MAC2 = 'be:b9:f9:8b:f5:ee';
@@ -173,4 +173,59 @@ test('unrelated lines produce no events', () => {
     'dnsmasq-tftp[123]: error 8 User aborted the transfer received from 10.217.0.2',
   ];
   for (const l of lines) assert.deepEqual(p.feed(l), [], l);
+});
+
+// Recorded from dnsmasq 2.90 answering `dhclient -6` (DUID-LLT) for a reserved MAC.
+const V6_EXCHANGE = [
+  'dnsmasq-dhcp[10208]: 14831681 available DHCP range: fd00:9::1:0 -- fd00:9::1:ffff',
+  'dnsmasq-dhcp[10208]: 14831681 client MAC address: 52:54:00:00:AA:01',
+  'dnsmasq-dhcp[10208]: 14831681 DHCPSOLICIT(br0) 00:01:00:01:32:9a:d6:8d:52:54:00:00:aa:01 ',
+  'dnsmasq-dhcp[10208]: 14831681 DHCPADVERTISE(br0) fd00:9::3 00:01:00:01:32:9a:d6:8d:52:54:00:00:aa:01 known1',
+  'dnsmasq-dhcp[10208]: 14831681 tags: known, dhcpv6, br0',
+  'dnsmasq-dhcp[10208]: 9955011 client MAC address: 52:54:00:00:aa:01',
+  'dnsmasq-dhcp[10208]: 9955011 DHCPREQUEST(br0) 00:01:00:01:32:9a:d6:8d:52:54:00:00:aa:01 ',
+  'dnsmasq-dhcp[10208]: 9955011 DHCPREPLY(br0) fd00:9::3 00:01:00:01:32:9a:d6:8d:52:54:00:00:aa:01 known1',
+  'dnsmasq-dhcp[10208]: 9955011 sent size: 14 option:  1 client-id  00:01:00:01:32:9a:d6:8d:52:54:00:00:aa:01',
+];
+
+test('DHCPv6 exchange: the MAC line of each xid names the machine; DUIDs are not taken for MACs', () => {
+  const p = new DnsmasqLogParser();
+  const events = feedAll(p, V6_EXCHANGE);
+  const duid = '00:01:00:01:32:9a:d6:8d:52:54:00:00:aa:01';
+  assert.deepEqual(events, [
+    { mac: '52:54:00:00:aa:01', type: 'dhcp6.solicit', detail: { iface: 'br0', duid } },
+    {
+      mac: '52:54:00:00:aa:01',
+      type: 'dhcp6.advertise',
+      detail: { iface: 'br0', duid, ip: 'fd00:9::3', hostname: 'known1' },
+    },
+    { mac: '52:54:00:00:aa:01', type: 'dhcp6.request', detail: { iface: 'br0', duid } },
+    {
+      mac: '52:54:00:00:aa:01',
+      type: 'dhcp6.reply',
+      detail: { iface: 'br0', duid, ip: 'fd00:9::3', hostname: 'known1' },
+    },
+  ]);
+  assert.equal(p.macFor('fd00:9::3'), '52:54:00:00:aa:01');
+});
+
+test('DHCPv6 without a MAC line: the MAC from a DUID-LL(T), else no event', () => {
+  const p = new DnsmasqLogParser();
+  assert.deepEqual(p.feed('dnsmasq-dhcp[1]: 7 DHCPSOLICIT(br0) 00:03:00:01:52:54:00:12:34:56 '), [
+    {
+      mac: '52:54:00:12:34:56',
+      type: 'dhcp6.solicit',
+      detail: { iface: 'br0', duid: '00:03:00:01:52:54:00:12:34:56' },
+    },
+  ]);
+  // A DUID-EN (type 2) carries no MAC.
+  assert.deepEqual(p.feed('dnsmasq-dhcp[1]: 8 DHCPSOLICIT(br0) 00:02:00:00:ab:11:01:02:03:04:05:06 '), []);
+});
+
+test('macFromDuid: LLT and LL of Ethernet only', () => {
+  assert.equal(macFromDuid('00:01:00:01:32:9a:d6:8d:52:54:00:00:aa:01'), '52:54:00:00:aa:01');
+  assert.equal(macFromDuid('00:03:00:01:52:54:00:00:AA:02'), '52:54:00:00:aa:02');
+  assert.equal(macFromDuid('00:03:00:06:52:54:00:00:aa:02'), undefined, 'not Ethernet');
+  assert.equal(macFromDuid('00:04:11:22:33:44:55:66:77:88:99:00:11:22:33:44:55:66'), undefined, 'UUID');
+  assert.equal(macFromDuid('00:03:00:01:52:54'), undefined, 'truncated');
 });
