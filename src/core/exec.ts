@@ -84,6 +84,51 @@ export async function runChecked(
   return r;
 }
 
+export interface ProcessExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Set when the process could not be started at all (ENOENT, EACCES). */
+  error?: Error;
+}
+
+/** A long-lived child whose output is consumed line by line. */
+export interface LineProcess {
+  readonly pid: number | undefined;
+  kill(signal?: NodeJS.Signals): void;
+  /** Settles once, when the process has exited or failed to start. */
+  readonly done: Promise<ProcessExit>;
+}
+
+/** Start a service process (dnsmasq under the stack); its stdout and stderr lines go to `onLine`. */
+export async function startProcess(
+  command: string,
+  args: readonly string[],
+  options: { onLine: (line: string) => void; env?: NodeJS.ProcessEnv },
+): Promise<LineProcess> {
+  const [{ spawn }, { createInterface }] = await Promise.all([
+    import('node:child_process'),
+    import('node:readline'),
+  ]);
+  const child = spawn(command, [...args], {
+    env: options.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  for (const stream of [child.stdout, child.stderr])
+    createInterface({ input: stream }).on('line', options.onLine);
+  const done = new Promise<ProcessExit>((resolve) => {
+    // A process that cannot be spawned emits 'error' and never 'exit'.
+    child.once('error', (error) => resolve({ code: null, signal: null, error }));
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  return {
+    pid: child.pid,
+    kill: (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+    done,
+  };
+}
+
 /** Find an executable on PATH without spawning `which`. */
 export function which(command: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
   if (command.includes('/')) return isExecutable(command) ? command : undefined;

@@ -1,5 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { startProcess, type LineProcess } from '../core/exec.js';
 import type { VmDefinition } from '../core/vmdef.js';
 
 export const DNS_DOMAIN = 'pvmlab.local';
@@ -149,10 +148,11 @@ export interface SupervisorOptions {
 
 /** Keeps dnsmasq running: restarts it with back-off when it dies, relays its log lines. */
 export class DnsmasqSupervisor {
-  private child: ChildProcess | undefined;
+  private child: LineProcess | undefined;
   private stopped = false;
   private backoff: number;
   private timer: NodeJS.Timeout | undefined;
+  private spawning: Promise<void> | undefined;
   restarts = 0;
 
   constructor(private readonly o: SupervisorOptions) {
@@ -163,26 +163,33 @@ export class DnsmasqSupervisor {
     return this.child?.pid;
   }
 
-  start(): void {
+  async start(): Promise<void> {
     this.stopped = false;
-    this.spawnOnce();
+    await this.spawnOnce();
   }
 
-  private spawnOnce(): void {
+  private spawnOnce(): Promise<void> {
+    this.spawning = this.spawnChild();
+    return this.spawning;
+  }
+
+  private async spawnChild(): Promise<void> {
     const started = Date.now();
-    const child = spawn(this.o.binary ?? 'dnsmasq', this.o.argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = await startProcess(this.o.binary ?? 'dnsmasq', this.o.argv, { onLine: this.o.onLine });
     this.child = child;
-    for (const stream of [child.stdout, child.stderr])
-      createInterface({ input: stream }).on('line', (l) => this.o.onLine(l));
-    child.on('error', (err) => this.o.log?.(`dnsmasq: ${err.message}`));
-    child.on('exit', (code, signal) => {
-      this.child = undefined;
+    void child.done.then(({ code, signal, error }) => {
+      if (this.child === child) this.child = undefined;
+      if (error) {
+        // Not restarted: a missing or unusable binary stays so; /healthz shows no pid.
+        this.o.log?.(`dnsmasq: ${error.message}`);
+        return;
+      }
       if (this.stopped) return;
       if (Date.now() - started > 30_000) this.backoff = this.o.backoffMs ?? 500;
       this.o.log?.(`dnsmasq exited (${signal ?? code}); restarting in ${this.backoff} ms`);
       this.timer = setTimeout(() => {
         this.restarts++;
-        this.spawnOnce();
+        this.spawnOnce().catch((err: Error) => this.o.log?.(`dnsmasq: ${err.message}`));
       }, this.backoff);
       this.backoff = Math.min(this.backoff * 2, this.o.maxBackoffMs ?? 10_000);
     });
@@ -196,12 +203,10 @@ export class DnsmasqSupervisor {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    await this.spawning?.catch(() => undefined); // a start in progress: stop what it starts
     const c = this.child;
-    // A binary that could not be spawned (ENOENT) emits 'error' but never 'exit'.
-    if (!c || c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return;
-    await new Promise<void>((res) => {
-      c.once('exit', () => res());
-      c.kill('SIGTERM');
-    });
+    if (!c) return;
+    c.kill('SIGTERM');
+    await c.done;
   }
 }

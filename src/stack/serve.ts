@@ -129,7 +129,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
         if (/dnsmasq(-dhcp|-tftp)?(\[\d+\])?: (?!\d+ )/.test(line) || /failed|error/i.test(line)) log(line);
       },
     });
-    supervisor.start();
+    await supervisor.start();
   }
   registry.on('change', () => {
     writeHosts()

@@ -335,7 +335,7 @@ test('DnsmasqSupervisor: relays lines, restarts with back-off, SIGHUP on reload,
   });
   t.after(() => sup.stop());
   assert.equal(sup.pid, undefined);
-  sup.start();
+  await sup.start();
   const pid1 = sup.pid;
   assert.ok(pid1);
   await waitFor('first start', () => lines.includes(`started ${pid1} --keep-in-foreground --conf-file=x`));
@@ -401,7 +401,7 @@ test('DnsmasqSupervisor: a binary that keeps exiting is restarted with doubling 
     maxBackoffMs: 40,
   });
   t.after(() => sup.stop());
-  sup.start();
+  await sup.start();
   await waitFor('five restarts', () => sup.restarts >= 5);
   await sup.stop();
   const restarts = sup.restarts;
@@ -427,7 +427,7 @@ test('DnsmasqSupervisor: a missing binary is logged and stop() still returns', a
     log: (m) => logs.push(m),
     backoffMs: 10,
   });
-  sup.start();
+  await sup.start();
   await waitFor('spawn error', () => logs.length > 0);
   assert.match(logs[0] ?? '', /^dnsmasq: spawn .*pvmlab-no-such-dnsmasq\/dnsmasq ENOENT$/);
   let timer: NodeJS.Timeout | undefined;
