@@ -1,5 +1,6 @@
 import { Command } from '@commander-js/extra-typings';
 import { join } from 'node:path';
+import { UsageError } from '../core/errors.js';
 import { log } from '../core/log.js';
 import { labDirs } from '../core/paths.js';
 import type { Context } from './context.js';
@@ -20,6 +21,10 @@ export function stackCommand(ctx: Context): Command {
     .option('--initrds-dir <dir>', 'installer initrds served at /initrds (default: ~/.pvmlab/initrds)')
     .option('--state-dir <dir>', 'dnsmasq config, TFTP root, timeline (default: ~/.pvmlab/stack)')
     .option('--http-port <port>', 'HTTP port', '80')
+    .option(
+      '--ipxe-dir <dir>',
+      'look here first for iPXE builds (ipxe-x86_64.efi, ipxe-arm64.efi, undionly.kpxe), e.g. your own',
+    )
     .option('--no-dnsmasq', 'serve HTTP only (another DHCP/TFTP server is in charge)')
     .option('--no-dns', 'no DNS for pvmlab.local (DHCP and TFTP only)')
     .action(async (o) => {
@@ -27,6 +32,12 @@ export function stackCommand(ctx: Context): Command {
       const { parsePositiveInt } = await import('../lab/validate.js');
       const { startStack } = await import('../stack/serve.js');
       const lab = resolveLabConfig(await loadLabConfig(ctx.app));
+      const { DEFAULT_IPXE_DIRS } = await import('../stack/serve.js');
+      if (o.ipxeDir !== undefined) {
+        const { statSync } = await import('node:fs');
+        if (!statSync(o.ipxeDir, { throwIfNoEntry: false })?.isDirectory())
+          throw new UsageError(`--ipxe-dir ${o.ipxeDir} is not a directory`);
+      }
       const d = labDirs(ctx.app);
       const iface = o.interface ?? lab.config.bridge;
       const address = o.address ?? lab.config.provisioner_ip;
@@ -67,6 +78,7 @@ export function stackCommand(ctx: Context): Command {
         initrdsDir: o.initrdsDir ?? join(ctx.app, 'initrds'),
         stateDir: o.stateDir ?? join(ctx.app, 'stack'),
         httpPort: parsePositiveInt(o.httpPort, '--http-port', 65535),
+        ipxeDirs: [...(o.ipxeDir !== undefined ? [o.ipxeDir] : []), ...DEFAULT_IPXE_DIRS],
         dnsmasq: o.dnsmasq,
         dns: o.dns,
         log: (m) => log.info(m),

@@ -82,6 +82,8 @@ export class DnsmasqLogParser {
       const ip = e[2] ?? e[4];
       const mac = ip ? (this.ipToMac.get(ip) ?? this.macForIp(ip)) : undefined;
       const file = (e[1] ?? e[3] ?? '').split('/').pop() ?? '';
+      // iPXE always looks for an optional autoexec.ipxe first: not a failure worth a timeline entry.
+      if (file === 'autoexec.ipxe' && e[1] !== undefined) return [];
       return mac ? [{ mac, type: 'tftp.error', detail: { file, ip: ip ?? '' } }] : [];
     }
     return [];

@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { VmDefinition } from '../core/vmdef.js';
 import { targetMetaData, targetNetworkConfig, targetUserData } from './cloudinit.js';
-import { bootScript, installScript, localBootScript } from './ipxe.js';
+import { bootScript, installScript, localBootScript, nothingToBootScript } from './ipxe.js';
 import { normalizeMacKey } from './registry.js';
 import type { Timeline, TimelineEvent } from './timeline.js';
 
@@ -192,7 +192,11 @@ export function createBootServer(o: BootServerOptions): Server {
         record(mac, 'http.ipxe', { script: 'local-boot' });
         return send(res, 200, localBootScript(vm));
       }
-      if (!vm.distro || !vm.kernel) throw new HttpError(404, `VM '${vm.name}' has no distro/kernel to boot`);
+      if (!vm.distro || !vm.kernel) {
+        // 200, not 404: iPXE prints a script's echo, but only an error code for a 404.
+        record(mac, 'http.ipxe', { script: 'nothing-to-boot' });
+        return send(res, 200, nothingToBootScript(vm));
+      }
       const assets = `${base}/images/${vm.distro}/${vm.arch}`;
       const initrds = [{ name: 'initrd.gz', url: `${base}/initrds/${vm.arch}/initrd.gz` }];
       if (existsSync(join(o.imagesDir, vm.distro, vm.arch, 'modules.cpio.gz')))

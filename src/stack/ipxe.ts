@@ -59,3 +59,12 @@ echo pvmlab: ${vm.name} is installed; booting from its disk (ask for a reinstall
 exit 1
 `;
 }
+
+/** A PXE VM created without a distro: say so on its console instead of failing obscurely. */
+export function nothingToBootScript(vm: VmDefinition): string {
+  return `#!ipxe
+echo pvmlab: ${vm.name} has no distro to install (create it with: pvmlab vm create ${vm.name} --pxeboot --distro <name>)
+sleep 5
+exit 1
+`;
+}

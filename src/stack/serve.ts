@@ -43,6 +43,12 @@ export interface StackOptions {
   log?: (msg: string) => void;
 }
 
+/**
+ * Where iPXE builds are looked for: Debian's `ipxe` package, and the copy of a newer Debian
+ * build `scripts/install-deps.sh` installs where the distribution has no arm64 one.
+ */
+export const DEFAULT_IPXE_DIRS = ['/usr/lib/ipxe', '/usr/share/ipxe', '/usr/local/lib/pvmlab/ipxe'];
+
 /** iPXE builds by the names we serve them under, first match wins. */
 export const IPXE_SOURCES: Record<string, string[]> = {
   // snponly uses the firmware's own NIC driver: what works on any UEFI machine.
@@ -81,7 +87,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
   const log = o.log ?? ((m: string) => process.stderr.write(`${m}\n`));
   mkdirSync(o.stateDir, { recursive: true });
   const tftpRoot = join(o.stateDir, 'tftp');
-  prepareTftpRoot(tftpRoot, o.ipxeDirs ?? ['/usr/lib/ipxe', '/usr/share/ipxe'], log);
+  prepareTftpRoot(tftpRoot, o.ipxeDirs ?? DEFAULT_IPXE_DIRS, log);
   await writeFileAtomic(join(tftpRoot, IPXE_SCRIPT), bootScript());
 
   const registry = new MachineRegistry({ dir: o.vmsDir, pollMs: o.pollMs ?? 2000, log });

@@ -113,6 +113,8 @@ test('TFTP: sent and not-found map the client address to the MAC of the last off
   assert.deepEqual(p.feed('dnsmasq-tftp[123]: failed sending /tmp/x/tftp/boot.ipxe to 10.217.0.2'), [
     { mac: MAC2, type: 'tftp.error', detail: { file: 'boot.ipxe', ip: '10.217.0.2' } },
   ]);
+  // iPXE's probe for an optional autoexec.ipxe is not an error on the timeline.
+  assert.deepEqual(p.feed('dnsmasq-tftp[123]: file /tmp/x/tftp/autoexec.ipxe not found for 10.217.0.2'), []);
   // Without a client address there is no machine to put the error on.
   assert.deepEqual(p.feed('dnsmasq-tftp[123]: file /tmp/x/tftp/nope not found'), []);
   // An address nobody was given and no reservation knows: nothing.

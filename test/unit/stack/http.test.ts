@@ -317,7 +317,7 @@ test('/ipxe: install script with the Host header, per-arch console, modules init
   ]);
 });
 
-test('/ipxe: unknown MAC 404, malformed 400, no distro/kernel 404 (plain text for the iPXE console)', async (t) => {
+test('/ipxe: unknown MAC 404, malformed 400 (plain text for the iPXE console)', async (t) => {
   const lab = await startLab(t);
   assertText(
     await req(lab, '/ipxe?mac=52-54-00-00-00-99'),
@@ -326,12 +326,22 @@ test('/ipxe: unknown MAC 404, malformed 400, no distro/kernel 404 (plain text fo
   );
   assertText(await req(lab, '/ipxe?mac=zz'), 400, "pvmlab stack: malformed MAC address 'zz'\n");
   assertText(await req(lab, '/ipxe'), 400, "pvmlab stack: malformed MAC address ''\n");
-  assertText(
-    await req(lab, `/ipxe?mac=${BARE_MAC}`),
-    404,
-    "pvmlab stack: VM 'bare' has no distro/kernel to boot\n",
-  );
   assert.deepEqual(lab.timeline.macs(), []);
+});
+
+test('/ipxe: a VM without a distro gets a script that says so on its console', async (t) => {
+  const lab = await startLab(t);
+  const r = await req(lab, `/ipxe?mac=${BARE_MAC}`);
+  assert.equal(r.status, 200);
+  const body = r.body.toString();
+  assert.match(
+    body,
+    /^#!ipxe\necho pvmlab: bare has no distro to install \(create it with: pvmlab vm create bare --pxeboot --distro <name>\)\n/,
+  );
+  assert.match(body, /\nexit 1\n$/);
+  assert.deepEqual(evs(lab.timeline, BARE_MAC), [
+    { mac: BARE_MAC, type: 'http.ipxe', source: 'http', detail: { script: 'nothing-to-boot' } },
+  ]);
 });
 
 test('/ipxe: a ready machine boots locally unless <name>.reinstall exists', async (t) => {
