@@ -33,3 +33,24 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 echo "install-deps: installed ${#pkgs[@]} packages"
+
+here=$(cd "$(dirname "$0")" && pwd)
+# Debian 12's ipxe has no arm64 build; Debian 13's (architecture: all) does. Take only that file,
+# verified by apt against Debian's keyring, without adding a suite to this system's apt sources.
+ARM64_IPXE=/usr/local/lib/pvmlab/ipxe/ipxe-arm64.efi
+if [[ ! -e /usr/lib/ipxe/ipxe-arm64.efi && ! -e $ARM64_IPXE ]]; then
+  tmp=$(mktemp -d)
+  "$here/debian-fetch.sh" trixie amd64 "$tmp" ipxe >/dev/null
+  install -D -m 0644 "$tmp/usr/lib/ipxe/ipxe-arm64.efi" "$ARM64_IPXE"
+  rm -rf "$tmp"
+  echo "install-deps: $ARM64_IPXE (from Debian 13's ipxe)"
+fi
+
+# The tests boot an aarch64 guest too: Debian's arm64 cloud kernel and busybox, unpacked.
+ARM64_GUEST=/var/cache/pvmlab/arm64-guest
+if [[ "${1:-}" == "--test" && ! -x $ARM64_GUEST/bin/busybox ]]; then
+  rm -rf "$ARM64_GUEST.tmp"
+  "$here/debian-fetch.sh" bookworm arm64 "$ARM64_GUEST.tmp" linux-image-cloud-arm64 busybox-static >/dev/null
+  rm -rf "$ARM64_GUEST" && mv "$ARM64_GUEST.tmp" "$ARM64_GUEST"
+  echo "install-deps: $ARM64_GUEST (Debian's arm64 cloud kernel and busybox)"
+fi

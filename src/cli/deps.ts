@@ -9,6 +9,8 @@ export interface Dependency {
   why: string;
   debian?: string;
   brew?: string;
+  /** How to get it when no package name says it (replaces the apt/brew hints). */
+  hint?: string;
   platforms: NodeJS.Platform[];
   /** Missing it stops pvmlab working (as opposed to one feature). */
   required: boolean;
@@ -115,6 +117,15 @@ export const DEPENDENCIES: readonly Dependency[] = [
     find: firstFile(['/usr/lib/ipxe/snponly.efi', '/usr/lib/ipxe/ipxe.efi']),
   },
   {
+    name: 'iPXE (arm64 EFI)',
+    why: 'pvmlab stack serve: network boot of aarch64 VMs',
+    // Debian 13's ipxe package has it; Debian 12's has no arm64 build.
+    hint: "run scripts/install-deps.sh (takes it from Debian 13's ipxe package), or pvmlab stack serve --ipxe-dir <dir>",
+    platforms: ['linux'],
+    required: false,
+    find: firstFile(['/usr/lib/ipxe/ipxe-arm64.efi', '/usr/local/lib/pvmlab/ipxe/ipxe-arm64.efi']),
+  },
+  {
     name: 'socket_vmnet',
     why: 'the lab network on macOS',
     brew: 'socket_vmnet',
@@ -134,6 +145,7 @@ export interface DependencyReport {
 }
 
 export function installHint(d: Dependency, platform: NodeJS.Platform): string | null {
+  if (d.hint) return d.hint;
   if (platform === 'darwin') return d.brew ? `brew install ${d.brew}` : null;
   return d.debian ? `apt-get install ${d.debian}` : null;
 }
@@ -155,6 +167,7 @@ export function checkDependencies(platform: NodeJS.Platform, env: NodeJS.Process
 /** Both package names, whatever the host: 'Debian/Ubuntu: apt-get install X; Homebrew: brew install Y'. */
 export function packageHints(name: string): string {
   const d = DEPENDENCIES.find((x) => x.name === name);
+  if (d?.hint) return d.hint;
   const hints = [
     d?.debian ? `Debian/Ubuntu: apt-get install ${d.debian}` : undefined,
     d?.brew ? `Homebrew: brew install ${d.brew}` : undefined,

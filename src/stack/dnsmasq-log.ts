@@ -13,6 +13,8 @@ const DHCP6_RE =
   /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) DHCP(SOLICIT|ADVERTISE|REQUEST|REPLY|RENEW|REBIND|CONFIRM|RELEASE|DECLINE|INFORMATION-REQUEST)\(([^)]+)\)\s+(?:([0-9a-f]*::?[0-9a-f:]*)\s+)?((?:[0-9a-f]{2}:){9,}[0-9a-f]{2})(?:\s+(\S+))?/i;
 const MAC6_RE = /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) client MAC address: ([0-9a-f]{2}(?::[0-9a-f]{2}){5})\s*$/i;
 const ATTR_RE = /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) (vendor class|user class|bootfile name): (.*)$/;
+// A client that asks for option 67 (UEFI firmware does) gets the boot file there, logged so.
+const OPT67_RE = /^dnsmasq-dhcp(?:\[\d+\])?: (\d+) sent size:\s*\d+ option:\s*67 bootfile-name\s+(.*)$/;
 const TFTP_SENT_RE = /^dnsmasq-tftp(?:\[\d+\])?: sent (\S+) to (\S+)/;
 // dnsmasq 2.90 logs "file %s not found for %s" (the client's address) and "failed sending %s to %s".
 const TFTP_ERR_RE =
@@ -59,7 +61,8 @@ export class DnsmasqLogParser {
       if (name) detail.hostname = name;
       return [{ mac, type: `dhcp.${(kind as string).slice(4).toLowerCase()}`, detail }];
     }
-    const a = ATTR_RE.exec(line);
+    const o67 = OPT67_RE.exec(line);
+    const a = o67 ? [line, o67[1], 'bootfile name', o67[2]] : ATTR_RE.exec(line);
     if (a) {
       const [, xid, key, value] = a as unknown as [string, string, string, string];
       const tx = this.tx(xid);

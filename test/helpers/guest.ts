@@ -103,16 +103,32 @@ export async function testGuestDisk(): Promise<string> {
 
 export const PXE_MARKER = 'PVMLAB-PXE-INITRD-REACHED';
 
-/** The kernel the PXE tests boot: Debian's cloud kernel (an EFI stub kernel). */
-export function testKernel(): string {
-  return newestCloudKernel().kernel;
+/** Debian's arm64 cloud kernel and static busybox, unpacked by `scripts/install-deps.sh --test`. */
+export const ARM64_GUEST = '/var/cache/pvmlab/arm64-guest';
+
+function arm64File(dir: string, prefix: string): string {
+  const d = join(ARM64_GUEST, dir);
+  const name = existsSync(d)
+    ? readdirSync(d)
+        .filter((f) => f.startsWith(prefix))
+        .sort()
+        .pop()
+    : undefined;
+  if (!name) throw new Error(`no ${prefix}* in ${d}: run scripts/install-deps.sh --test`);
+  return join(d, name);
+}
+
+/** The kernel the PXE tests boot: Debian's cloud kernel (an EFI stub kernel) for the guest's arch. */
+export function testKernel(arch: 'x86_64' | 'aarch64' = 'x86_64'): string {
+  return arch === 'aarch64' ? arm64File('boot', 'vmlinuz-') : newestCloudKernel().kernel;
 }
 
 /** A gzip-free initramfs that prints a marker on the console and powers off. */
-export function markerInitrd(marker = PXE_MARKER): Buffer {
+export function markerInitrd(marker = PXE_MARKER, arch: 'x86_64' | 'aarch64' = 'x86_64'): Buffer {
+  const busybox = arch === 'aarch64' ? arm64File('bin', 'busybox') : '/bin/busybox';
   return buildCpio([
     { path: 'bin', type: 'dir', mode: 0o755 },
-    { path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync('/bin/busybox') },
+    { path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync(busybox) },
     {
       path: 'init',
       type: 'file',

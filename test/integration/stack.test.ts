@@ -125,9 +125,16 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
     copyFileSync(testKernel(), join(images, 'vmlinuz'));
     mkdirSync(join(app, 'initrds', 'x86_64'), { recursive: true });
     writeFileSync(join(app, 'initrds', 'x86_64', 'initrd.gz'), markerInitrd());
+    // The same for aarch64: Debian's arm64 kernel and an arm64 busybox marker initrd.
+    mkdirSync(join(app, 'images', 'testos', 'aarch64'), { recursive: true });
+    copyFileSync(testKernel('aarch64'), join(app, 'images', 'testos', 'aarch64', 'vmlinuz'));
+    mkdirSync(join(app, 'initrds', 'aarch64'), { recursive: true });
+    writeFileSync(join(app, 'initrds', 'aarch64', 'initrd.gz'), markerInitrd(PXE_MARKER, 'aarch64'));
+    const arch = (a: string) =>
+      `    ${a}:\n      qcow2_url: file:///nonexistent.qcow2\n      kernel_path: ./boot/vmlinuz\n`;
     writeFileSync(
       join(app, 'distros.yaml'),
-      `- name: testos\n  distro_name: test\n  version: "1"\n  arch:\n    x86_64:\n      qcow2_url: file:///nonexistent.qcow2\n      kernel_path: ./boot/vmlinuz\n`,
+      `- name: testos\n  distro_name: test\n  version: "1"\n  arch:\n${arch('x86_64')}${arch('aarch64')}`,
     );
     await ok(['setup', '--bridge', BRIDGE, '--subnet', `${SUBNET}.0/24`, '--subnet6', `${PREFIX6}/64`]);
     await ok(['network', 'start']);
@@ -144,6 +151,18 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
       '512',
     ]);
     await ok(['vm', 'create', 'known1', '--pxeboot', '--distro', 'testos', '--mac', '52:54:00:00:aa:01']);
+    await ok([
+      'vm',
+      'create',
+      'arm1',
+      '--pxeboot',
+      '--distro',
+      'testos',
+      '--arch',
+      'aarch64',
+      '--memory',
+      '1024',
+    ]);
     stack = spawn('ip', ['netns', 'exec', ns, process.execPath, BIN, 'stack', 'serve'], {
       env: { ...process.env, PVMLAB_HOME: home, NO_COLOR: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -160,6 +179,7 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
 
   after(async () => {
     await cli(['vm', 'stop', 'pxe1', '--timeout', '1']).catch(() => undefined);
+    await cli(['vm', 'stop', 'arm1', '--timeout', '1']).catch(() => undefined);
     stack?.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 500));
     stack?.kill('SIGKILL');
@@ -297,11 +317,41 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
       assert.ok(i > at, `${t} after the previous steps in ${types.join(', ')}`);
       at = i;
     }
+    assert.ok(events.some((e) => e.type === 'dhcp.bootfile' && e.detail?.file === 'ipxe-x86_64.efi'));
     assert.ok(events.some((e) => e.type === 'tftp.sent' && e.detail?.file === 'ipxe-x86_64.efi'));
     assert.ok(events.some((e) => e.type === 'tftp.sent' && e.detail?.file === 'boot.ipxe'));
     for (const e of events) assert.ok(!Number.isNaN(Date.parse(e.at)), 'every event has a timestamp');
     const human = await ok(['vm', 'events', 'pxe1']);
     assert.match(human.stdout, /http\.initrd\s+path=\/initrds\/x86_64\/initrd\.gz/);
+  });
+
+  test('a real aarch64 UEFI guest (AAVMF): firmware PXE -> TFTP ipxe-arm64.efi -> HTTP -> arm64 kernel + initrd', async () => {
+    await ok(['vm', 'start', 'arm1']);
+    const log = join(app, 'logs', 'arm1.log');
+    try {
+      await waitFor(
+        'the arm64 kernel to start the test initrd',
+        () => (existsSync(log) && readFileSync(log, 'utf8').includes(PXE_MARKER)) || undefined,
+        400_000,
+      );
+    } catch (err) {
+      const tail = existsSync(log) ? readFileSync(log, 'utf8').slice(-3000) : '(no console log)';
+      throw new Error(`${(err as Error).message}\n--- console ---\n${tail}`);
+    }
+    assert.match(readFileSync(log, 'utf8'), new RegExp(`${PXE_MARKER} cmdline: .*console=ttyAMA0`));
+    const events = JSON.parse((await ok(['vm', 'events', 'arm1', '--json'])).stdout) as {
+      type: string;
+      detail?: Record<string, string>;
+    }[];
+    const types = events.map((e) => e.type);
+    assert.ok(
+      events.some((e) => e.type === 'dhcp.bootfile' && e.detail?.file === 'ipxe-arm64.efi'),
+      `arm64 boot file offered: ${types.join(', ')}`,
+    );
+    assert.ok(events.some((e) => e.type === 'tftp.sent' && e.detail?.file === 'ipxe-arm64.efi'));
+    for (const t of ['http.ipxe', 'http.image', 'http.initrd'])
+      assert.ok(types.includes(t), `${t} in ${types.join(', ')}`);
+    await ok(['vm', 'stop', 'arm1', '--timeout', '1']);
   });
 
   test('vm start --wait on a PXE VM returns when the machine reports ready', async () => {

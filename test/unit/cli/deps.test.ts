@@ -56,6 +56,13 @@ test('linux with an empty PATH: every PATH tool is missing, with its Debian pack
       false,
       'pvmlab stack serve (network boot loaders)',
     ),
+    // scripts/install-deps.sh installs it from Debian 13's ipxe package.
+    found(
+      'iPXE (arm64 EFI)',
+      '/usr/local/lib/pvmlab/ipxe/ipxe-arm64.efi',
+      false,
+      'pvmlab stack serve: network boot of aarch64 VMs',
+    ),
   ]);
 });
 
@@ -79,7 +86,7 @@ test('an unset PATH is treated as empty', () => {
   const r = checkDependencies('linux', {});
   assert.deepEqual(
     r.filter((d) => d.found).map((d) => d.name),
-    ['OVMF (x86_64 UEFI)', 'AAVMF (aarch64 UEFI)', 'dnsmasq', 'iPXE (x86_64 EFI, BIOS)'],
+    ['OVMF (x86_64 UEFI)', 'AAVMF (aarch64 UEFI)', 'dnsmasq', 'iPXE (x86_64 EFI, BIOS)', 'iPXE (arm64 EFI)'],
   );
 });
 
@@ -96,6 +103,7 @@ test('required flags', () => {
     tail: false,
     dnsmasq: false,
     'iPXE (x86_64 EFI, BIOS)': false,
+    'iPXE (arm64 EFI)': false,
     socket_vmnet: true,
   });
   assert.deepEqual(Object.fromEntries(DEPENDENCIES.map((d) => [d.name, d.platforms])), {
@@ -110,6 +118,7 @@ test('required flags', () => {
     tail: ['linux', 'darwin'],
     dnsmasq: ['linux'],
     'iPXE (x86_64 EFI, BIOS)': ['linux'],
+    'iPXE (arm64 EFI)': ['linux'],
     socket_vmnet: ['darwin'],
   });
 });
@@ -124,6 +133,10 @@ test('installHint per platform', () => {
   assert.equal(installHint(byName('qemu-img'), 'darwin'), 'brew install qemu');
   assert.equal(installHint(byName('socket_vmnet'), 'linux'), null);
   assert.equal(installHint(byName('ip'), 'darwin'), null);
+  assert.match(
+    installHint(byName('iPXE (arm64 EFI)'), 'linux') ?? '',
+    /scripts\/install-deps\.sh .*--ipxe-dir/,
+  );
 });
 
 test('with the real PATH qemu-img, qemu-system-x86_64 and ip are found where the shell finds them', () => {

@@ -231,3 +231,23 @@ test('macFromDuid: LLT and LL of Ethernet only', () => {
   assert.equal(macFromDuid('00:04:11:22:33:44:55:66:77:88:99:00:11:22:33:44:55:66'), undefined, 'UUID');
   assert.equal(macFromDuid('00:03:00:01:52:54'), undefined, 'truncated');
 });
+
+test('a boot file sent as option 67 (UEFI firmware asks for it) is the same bootfile event', () => {
+  const p = new DnsmasqLogParser();
+  const events = feedAll(p, [
+    'dnsmasq-dhcp[17328]: 596609885 vendor class: PXEClient:Arch:00011:UNDI:003000',
+    `dnsmasq-dhcp[17328]: 596609885 DHCPOFFER(br0) 10.9.0.175 ${MAC1} `,
+    'dnsmasq-dhcp[17328]: 596609885 requested options: 67:bootfile-name',
+    'dnsmasq-dhcp[17328]: 596609885 sent size: 15 option: 67 bootfile-name  ipxe-arm64.efi',
+    `dnsmasq-dhcp[17328]: 596609885 DHCPACK(br0) 10.9.0.175 ${MAC1} `,
+    'dnsmasq-dhcp[17328]: 596609885 sent size: 15 option: 67 bootfile-name  ipxe-arm64.efi',
+  ]);
+  assert.deepEqual(
+    events.map((e) => [e.type, e.detail.file ?? e.detail.bootfile]),
+    [
+      ['dhcp.offer', undefined],
+      ['dhcp.bootfile', 'ipxe-arm64.efi'],
+      ['dhcp.ack', 'ipxe-arm64.efi'],
+    ],
+  );
+});
