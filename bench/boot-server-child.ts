@@ -3,13 +3,15 @@ import { MachineRegistry } from '../src/stack/registry.js';
 import { Timeline } from '../src/stack/timeline.js';
 import { createBootServer } from '../src/stack/http.js';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 
-const [vmsDir, imagesDir] = process.argv.slice(2) as [string, string];
+const [vmsDir, imagesDir, stateDir] = process.argv.slice(2) as [string, string, string];
 const registry = new MachineRegistry({ dir: vmsDir, pollMs: 60_000 });
 await registry.start();
 const server = createBootServer({
   machines: registry,
-  timeline: new Timeline(),
+  // A timeline file, as `stack serve` has: every /ipxe and /config request records an event.
+  timeline: new Timeline({ file: join(stateDir, 'timeline.jsonl') }),
   imagesDir,
   initrdsDir: imagesDir,
   vmsDir,

@@ -90,6 +90,7 @@ const report = {
     },
   ],
 };
+console.log(`boot server load generator: ${http.generator}`);
 for (const r of http.results) {
   if ('mibPerSec' in r)
     console.log(

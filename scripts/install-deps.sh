@@ -19,7 +19,7 @@ TEST=(
   fish python3                                # completion and plist checks with the real parsers
   atftp                                       # a real TFTP client
   isc-dhcp-client ndisc6                      # a real DHCPv6 client (dhclient -6) and RA dump (rdisc6)
-  nginx-light                                 # the baseline the boot server is benchmarked against
+  nginx-light wrk                             # the boot server's benchmark: nginx baseline, wrk load
 )
 
 pkgs=("${RUNTIME[@]}")

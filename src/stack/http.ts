@@ -27,7 +27,27 @@ export interface BootServerOptions {
   macForIp?: (ip: string) => string | undefined;
   health?: () => Record<string, unknown>;
   maxBodyBytes?: number;
+  /**
+   * How long the answer to "does this marker or asset exist" is reused (default 1000 ms):
+   * every /ipxe request asks, and the stat calls were a quarter of its CPU time.
+   */
+  existsCacheMs?: number;
   log?: (msg: string) => void;
+}
+
+/** existsSync with a short memory. */
+export function cachedExists(ttlMs: number, now: () => number = Date.now): (path: string) => boolean {
+  const seen = new Map<string, { exists: boolean; at: number }>();
+  return (path) => {
+    if (ttlMs <= 0) return existsSync(path);
+    const t = now();
+    const hit = seen.get(path);
+    if (hit && t - hit.at < ttlMs) return hit.exists;
+    const exists = existsSync(path);
+    if (seen.size >= 10_000) seen.clear(); // bounded: paths come from VM names and distros
+    seen.set(path, { exists, at: t });
+    return exists;
+  };
 }
 
 const EVENT_TYPE_RE = /^[a-z][a-z0-9_.-]{0,63}$/;
@@ -106,6 +126,7 @@ async function readBody(req: IncomingMessage, max: number): Promise<string> {
 /** The HTTP half of the stack: iPXE scripts, installer config, cloud-init, assets, the timeline API. */
 export function createBootServer(o: BootServerOptions): Server {
   const maxBody = o.maxBodyBytes ?? 16 * 1024;
+  const exists = cachedExists(o.existsCacheMs ?? 1000);
   const clientMac = (req: IncomingMessage) => {
     const ip = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     return o.macForIp?.(ip);
@@ -187,7 +208,7 @@ export function createBootServer(o: BootServerOptions): Server {
       const { mac, vm } = machineFor(url.searchParams.get('mac'));
       const base = baseUrl(req);
       const installed = o.timeline.last(mac, 'ready') !== undefined;
-      const reinstall = existsSync(join(o.vmsDir, `${vm.name}.reinstall`));
+      const reinstall = exists(join(o.vmsDir, `${vm.name}.reinstall`));
       if (installed && !reinstall) {
         record(mac, 'http.ipxe', { script: 'local-boot' });
         return send(res, 200, localBootScript(vm));
@@ -199,7 +220,7 @@ export function createBootServer(o: BootServerOptions): Server {
       }
       const assets = `${base}/images/${vm.distro}/${vm.arch}`;
       const initrds = [{ name: 'initrd.gz', url: `${base}/initrds/${vm.arch}/initrd.gz` }];
-      if (existsSync(join(o.imagesDir, vm.distro, vm.arch, 'modules.cpio.gz')))
+      if (exists(join(o.imagesDir, vm.distro, vm.arch, 'modules.cpio.gz')))
         initrds.push({ name: 'modules.cpio.gz', url: `${assets}/modules.cpio.gz` });
       record(mac, 'http.ipxe', { script: 'install' });
       return send(res, 200, installScript({ vm, mac, base, kernel: `${assets}/${vm.kernel}`, initrds }));
@@ -220,7 +241,7 @@ export function createBootServer(o: BootServerOptions): Server {
         kmods_url: `${assets}/modules.cpio.gz`,
         kernel_url: vm.kernel ? `${assets}/${vm.kernel}` : null,
         events_url: `${base}/api/machines/${mac}/events`,
-        reboot_on_success: !existsSync(join(o.vmsDir, `${vm.name}.noreboot`)),
+        reboot_on_success: !exists(join(o.vmsDir, `${vm.name}.noreboot`)),
       });
     }
     const ci = /^\/cloud-init\/([^/]+)\/([^/]+)$/.exec(path);

@@ -174,6 +174,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
     registry.stop();
     for (const s of servers) s.close();
     await supervisor?.stop();
+    timeline.close();
     throw err;
   }
   const addr = server.address() as AddressInfo;
@@ -192,6 +193,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
         }),
       );
       await supervisor?.stop();
+      timeline.close();
     },
   };
 }

@@ -1,4 +1,4 @@
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 
 /** One step in a machine's provisioning, from DHCP to "ready". */
@@ -22,8 +22,14 @@ export interface TimelineOptions {
 /** Per-MAC provisioning timelines, kept in memory and (optionally) in a JSONL file. */
 export class Timeline extends EventEmitter {
   private readonly events = new Map<string, TimelineEvent[]>();
+  /** Latest event per MAC and type: `last()` is asked on every /ipxe request. */
+  private readonly latest = new Map<string, Map<string, TimelineEvent>>();
   private readonly max: number;
   private readonly now: () => Date;
+  private fd: number | undefined;
+  /** Lines not yet written: appended once per event-loop turn, not once per event. */
+  private pending: string[] = [];
+  private flushScheduled = false;
 
   constructor(private readonly options: TimelineOptions = {}) {
     super();
@@ -57,6 +63,9 @@ export class Timeline extends EventEmitter {
     if (!list) this.events.set(ev.mac, (list = []));
     list.push(ev);
     if (list.length > this.max) list.splice(0, list.length - this.max);
+    let byType = this.latest.get(ev.mac);
+    if (!byType) this.latest.set(ev.mac, (byType = new Map()));
+    byType.set(ev.type, ev);
   }
 
   add(
@@ -68,20 +77,41 @@ export class Timeline extends EventEmitter {
     const ev: TimelineEvent = { at: this.now().toISOString(), mac: mac.toLowerCase(), type, source };
     if (detail && Object.keys(detail).length) ev.detail = detail;
     this.push(ev);
-    if (this.options.file) appendFileSync(this.options.file, `${JSON.stringify(ev)}\n`);
+    if (this.options.file) {
+      this.pending.push(`${JSON.stringify(ev)}\n`);
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    }
     this.emit('event', ev);
     return ev;
+  }
+
+  /** Write pending events to the file now (one write of whole lines, so a crash tears at most one). */
+  flush(): void {
+    this.flushScheduled = false;
+    if (!this.options.file || this.pending.length === 0) return;
+    const data = this.pending.join('');
+    this.pending = [];
+    this.fd ??= openSync(this.options.file, 'a');
+    writeSync(this.fd, data);
+  }
+
+  /** Flush and close the file. */
+  close(): void {
+    this.flush();
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
   }
 
   list(mac: string): TimelineEvent[] {
     return [...(this.events.get(mac.toLowerCase()) ?? [])];
   }
 
-  /** The latest event of a type, e.g. `ready`. */
+  /** The latest event of a type, e.g. `ready` (kept even when older events are trimmed). */
   last(mac: string, type: string): TimelineEvent | undefined {
-    const list = this.events.get(mac.toLowerCase()) ?? [];
-    for (let i = list.length - 1; i >= 0; i--) if (list[i]?.type === type) return list[i];
-    return undefined;
+    return this.latest.get(mac.toLowerCase())?.get(type);
   }
 
   macs(): string[] {

@@ -6,7 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { VmDefinition } from '../../../src/core/vmdef.js';
-import { createBootServer, parseRange, safeJoin, type MachineLookup } from '../../../src/stack/http.js';
+import {
+  cachedExists,
+  createBootServer,
+  parseRange,
+  safeJoin,
+  type MachineLookup,
+} from '../../../src/stack/http.js';
 import { bootScript } from '../../../src/stack/ipxe.js';
 import { normalizeMacKey } from '../../../src/stack/registry.js';
 import { Timeline, type TimelineEvent } from '../../../src/stack/timeline.js';
@@ -121,6 +127,7 @@ async function startLab(t: After, opts: LabOptions = {}): Promise<Lab> {
       return ip === '127.0.0.1' ? opts.clientMac : undefined;
     },
     health: () => ({ dnsmasq: 'off' }),
+    existsCacheMs: 0, // these tests add and remove marker files between requests
     ...(opts.maxBodyBytes ? { maxBodyBytes: opts.maxBodyBytes } : {}),
     log: (m) => logs.push(m),
   });
@@ -888,4 +895,23 @@ test('unknown routes 404, wrong methods 405, lookup failures 500', async (t) => 
   assertText(await req(lab, '/ipxe?mac=52:54:00:de:ad:00'), 500, 'pvmlab stack: lookup exploded\n');
   assert.deepEqual(lab.logs, ['http: GET /ipxe?mac=52:54:00:de:ad:00: lookup exploded']);
   assert.deepEqual(lab.timeline.macs(), []);
+});
+
+test('cachedExists: reuses an answer for the TTL, then looks again; 0 always looks', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pvml-exists-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const marker = join(dir, 'vm1.reinstall');
+  let now = 1000;
+  const exists = cachedExists(500, () => now);
+  assert.equal(exists(marker), false);
+  writeFileSync(marker, '');
+  now += 499;
+  assert.equal(exists(marker), false, 'still the remembered answer');
+  now += 1;
+  assert.equal(exists(marker), true, 'looked again after the TTL');
+  const always = cachedExists(0);
+  rmSync(marker);
+  assert.equal(always(marker), false);
+  writeFileSync(marker, '');
+  assert.equal(always(marker), true);
 });

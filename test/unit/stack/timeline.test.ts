@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -68,7 +68,8 @@ test('maxPerMachine keeps the newest events of each machine', () => {
     tl.list(B).map((e) => e.type),
     ['only'],
   );
-  assert.equal(tl.last(A, 'step.0'), undefined);
+  // last() still knows the trimmed step (see the test on ready below).
+  assert.equal(tl.last(A, 'step.0')?.type, 'step.0');
   // The default is 1000.
   const big = new Timeline({ now: clock() });
   for (let i = 0; i < 1005; i++) big.add(A, `s.${i}`, 'stack');
@@ -98,6 +99,7 @@ test('persists to a JSONL file and a new Timeline reloads it', (t) => {
   const e1 = tl.add(A, 'dhcp.ack', 'dhcp', { ip: '10.217.0.2' });
   const e2 = tl.add(B, 'http.ipxe', 'http');
   const e3 = tl.add(A, 'ready', 'cloud-init', { hostname: 'pxe1' });
+  tl.close();
   assert.equal(readFileSync(file, 'utf8'), [e1, e2, e3].map((e) => `${JSON.stringify(e)}\n`).join(''));
 
   const again = new Timeline({ file, now: clock(Date.UTC(2026, 5, 1)) });
@@ -110,6 +112,7 @@ test('persists to a JSONL file and a new Timeline reloads it', (t) => {
 
   // New events go after the old ones, in the file as in memory.
   const e4 = again.add(A, 'http.ipxe', 'http', { script: 'local-boot' });
+  again.flush();
   assert.equal(readFileSync(file, 'utf8').trimEnd().split('\n').length, 4);
   assert.deepEqual(new Timeline({ file }).list(A), [e1, e3, e4]);
 });
@@ -119,6 +122,7 @@ test('reload trims to maxPerMachine and skips junk', (t) => {
   const file = join(dir, 'timeline.jsonl');
   const tl = new Timeline({ file, now: clock() });
   for (let i = 0; i < 4; i++) tl.add(A, `s.${i}`, 'stack');
+  tl.close();
   appendFileSync(file, '\nnot json\n{"mac": 5, "type": "x"}\n{"type": "no-mac"}\n[]\nnull\n');
   const small = new Timeline({ file, maxPerMachine: 2 });
   assert.deepEqual(
@@ -134,6 +138,7 @@ test('a torn last line (crash mid-write) is skipped, and the next event is not l
   const tl = new Timeline({ file, now: clock() });
   const e1 = tl.add(A, 'dhcp.ack', 'dhcp');
   const e2 = tl.add(A, 'http.kernel', 'http', { bytes: 123 });
+  tl.close();
   const full = readFileSync(file, 'utf8');
   const torn = `${JSON.stringify({ at: '2026-01-02T03:04:09.006Z', mac: A, type: 'installer.x', source: 'installer' }).slice(0, 30)}`;
   writeFileSync(file, full + torn);
@@ -142,6 +147,7 @@ test('a torn last line (crash mid-write) is skipped, and the next event is not l
   assert.deepEqual(restarted.list(A), [e1, e2]);
   const e3 = restarted.add(A, 'ready', 'cloud-init');
   assert.deepEqual(restarted.list(A), [e1, e2, e3]);
+  restarted.close();
 
   // Restarted again: the event added after the torn line survives.
   assert.deepEqual(new Timeline({ file }).list(A), [e1, e2, e3]);
@@ -153,5 +159,33 @@ test('a missing file starts empty and is created on the first add', (t) => {
   const tl = new Timeline({ file, now: clock() });
   assert.deepEqual(tl.macs(), []);
   const ev = tl.add(B, 'x', 'stack');
+  tl.close();
   assert.equal(readFileSync(file, 'utf8'), `${JSON.stringify(ev)}\n`);
+});
+
+test('events reach the file once per event-loop turn, in one write, in order', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'timeline.jsonl');
+  const tl = new Timeline({ file, now: clock() });
+  t.after(() => tl.close());
+  const evs = Array.from({ length: 50 }, (_, i) => tl.add(A, `burst.${i}`, 'http'));
+  assert.equal(existsSync(file), false, 'nothing written inside the turn');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(readFileSync(file, 'utf8'), evs.map((e) => `${JSON.stringify(e)}\n`).join(''));
+  const more = tl.add(B, 'later', 'stack');
+  await new Promise((r) => setImmediate(r));
+  assert.ok(readFileSync(file, 'utf8').endsWith(`${JSON.stringify(more)}\n`));
+});
+
+test('last() remembers the latest event of a type even after older events are trimmed', () => {
+  const tl = new Timeline({ maxPerMachine: 3, now: clock() });
+  const ready = tl.add(A, 'ready', 'cloud-init');
+  for (let i = 0; i < 5; i++) tl.add(A, `later.${i}`, 'http');
+  assert.equal(
+    tl.list(A).some((e) => e.type === 'ready'),
+    false,
+  );
+  assert.deepEqual(tl.last(A, 'ready'), ready);
+  assert.equal(tl.last(A, 'nope'), undefined);
+  assert.equal(tl.last(B, 'ready'), undefined);
 });
