@@ -30,9 +30,10 @@ export function stackCommand(ctx: Context): Command {
     .action(async (o) => {
       const { loadLabConfig, resolveLabConfig } = await import('../lab/config.js');
       const { parsePositiveInt } = await import('../lab/validate.js');
-      const { startStack } = await import('../stack/serve.js');
+      const { DEFAULT_IPXE_DIRS, startStack } = await import('../stack/serve.js');
       const lab = resolveLabConfig(await loadLabConfig(ctx.app));
-      const { DEFAULT_IPXE_DIRS } = await import('../stack/serve.js');
+      // Every flag is checked before anything touches the network.
+      const httpPort = parsePositiveInt(o.httpPort, '--http-port', 65535);
       if (o.ipxeDir !== undefined) {
         const { statSync } = await import('node:fs');
         if (!statSync(o.ipxeDir, { throwIfNoEntry: false })?.isDirectory())
@@ -77,7 +78,7 @@ export function stackCommand(ctx: Context): Command {
         imagesDir: o.imagesDir ?? d.images,
         initrdsDir: o.initrdsDir ?? join(ctx.app, 'initrds'),
         stateDir: o.stateDir ?? join(ctx.app, 'stack'),
-        httpPort: parsePositiveInt(o.httpPort, '--http-port', 65535),
+        httpPort,
         ipxeDirs: [...(o.ipxeDir !== undefined ? [o.ipxeDir] : []), ...DEFAULT_IPXE_DIRS],
         dnsmasq: o.dnsmasq,
         dns: o.dns,

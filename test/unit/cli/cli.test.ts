@@ -162,6 +162,42 @@ describe('pvmlab CLI', () => {
     assert.ok(report.dependencies.find((d) => d.name === 'qemu-img')?.found);
   });
 
+  test('setup --subnet6 and stack serve flags: bad values exit 2 and change nothing', async () => {
+    const before = await readFile(join(app, 'lab.yaml'), 'utf8');
+    for (const [args, re] of [
+      [['setup', '--subnet6', 'fd00:1::/48'], /--subnet6 'fd00:1::\/48' must be a \/64/],
+      [['setup', '--subnet6', 'nope'], /invalid --subnet6 'nope'/],
+      [
+        ['stack', 'serve', '--ipxe-dir', '/nonexistent/ipxe'],
+        /--ipxe-dir \/nonexistent\/ipxe is not a directory/,
+      ],
+      [['stack', 'serve', '--http-port', '0'], /invalid --http-port '0'/],
+    ] as const) {
+      const r = await runCli([...args], { home });
+      assert.equal(r.code, 2, `${args.join(' ')} -> ${r.code}: ${r.stderr}`);
+      assert.match(r.stderr, re);
+    }
+    assert.equal(await readFile(join(app, 'lab.yaml'), 'utf8'), before);
+  });
+
+  test('an IPv6 lab gives new targets the IPv6 twin of their IPv4 address', async (t) => {
+    const six = await tempHome('pvcli6-');
+    t.after(() => six.cleanup());
+    assert.equal(
+      (await runCli(['setup', '--json', '--subnet6', 'fd00:c0de::/64'], { home: six.home })).code,
+      0,
+    );
+    const r = await runCli(['vm', 'create', 'six1', '--pxeboot', '--ip', '192.168.100.42'], {
+      home: six.home,
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const list = JSON.parse((await runCli(['vm', 'list', '--json'], { home: six.home })).stdout) as {
+      name: string;
+      ipv6?: string;
+    }[];
+    assert.equal(list.find((v) => v.name === 'six1')?.ipv6, 'fd00:c0de::2a');
+  });
+
   test('completion scripts', async () => {
     for (const shell of ['bash', 'zsh', 'fish']) {
       const r = await runCli(['completion', shell], { home });
