@@ -14,17 +14,21 @@ export const BOOT_FILES = {
 } as const;
 export const IPXE_SCRIPT = 'boot.ipxe';
 
-export interface DnsmasqOptions {
-  /** Interface on the lab network (`bind-interfaces` keeps dnsmasq off every other one). */
+/** Where the stack serves: the lab segment as the provisioner sees it. */
+export interface LabSegment {
+  /** Interface on the lab network (bridge natively, enp0s2 in the provisioner); `bind-interfaces` keeps dnsmasq off every other one. */
   iface: string;
-  /** The provisioner's address: next-server, router, DNS, HTTP. */
+  /** The provisioner's IPv4 address: next-server, router, DNS, HTTP. */
   address: string;
   /** Dynamic pool for clients without a reservation. */
   rangeStart: string;
   rangeEnd: string;
   netmask?: string;
-  /** The provisioner's IPv6 address and prefix length; enables DHCPv6 and RAs from the lab prefix. */
+  /** The provisioner's IPv6 address, prefix length and DHCPv6 pool; enables DHCPv6 and RAs from the lab prefix. */
   ipv6?: { address: string; prefix: number; rangeStart: string; rangeEnd: string };
+}
+
+export interface DnsmasqOptions extends LabSegment {
   tftpRoot: string;
   hostsFile: string;
   dnsHostsFile: string;

@@ -9,6 +9,7 @@ import {
   BOOT_FILES,
   DnsmasqSupervisor,
   IPXE_SCRIPT,
+  type LabSegment,
   dhcpHosts,
   dnsHosts,
   dnsmasqArgv,
@@ -19,15 +20,7 @@ import { bootScript } from './ipxe.js';
 import { MachineRegistry, normalizeMacKey } from './registry.js';
 import { Timeline } from './timeline.js';
 
-export interface StackOptions {
-  /** Lab network interface (bridge natively, enp0s2 in the provisioner). */
-  iface: string;
-  /** The provisioner's IPv4 address: next-server, router, DNS and HTTP. */
-  address: string;
-  rangeStart: string;
-  rangeEnd: string;
-  netmask?: string;
-  ipv6?: { address: string; prefix: number; rangeStart: string; rangeEnd: string };
+export interface StackOptions extends LabSegment {
   vmsDir: string;
   imagesDir: string;
   initrdsDir: string;
