@@ -155,13 +155,15 @@ const NET_MODULES = [
  * reports `ready` to the `pvmlab_events=` URL from its kernel command line, as a finished
  * install's phone-home would, and powers off.
  */
-export function readyInitrd(): Buffer {
-  const { version } = newestCloudKernel();
+export function readyInitrd(arch: 'x86_64' | 'aarch64' = 'x86_64'): Buffer {
+  // The modules of the kernel the test serves for this arch (testKernel).
+  const modules =
+    arch === 'aarch64' ? arm64File('lib/modules', '') : join('/lib/modules', newestCloudKernel().version);
   const mods = NET_MODULES.map((p, i) => ({
     path: `lib/m${i}.ko`,
     type: 'file' as const,
     mode: 0o644,
-    data: readFileSync(join('/lib/modules', version, 'kernel', p)),
+    data: readFileSync(join(modules, 'kernel', p)),
   }));
   const init = `#!/bin/busybox sh
 B=/bin/busybox
@@ -186,7 +188,12 @@ exit 0
   return buildCpio([
     { path: 'bin', type: 'dir', mode: 0o755 },
     { path: 'lib', type: 'dir', mode: 0o755 },
-    { path: 'bin/busybox', type: 'file', mode: 0o755, data: readFileSync('/bin/busybox') },
+    {
+      path: 'bin/busybox',
+      type: 'file',
+      mode: 0o755,
+      data: readFileSync(arch === 'aarch64' ? arm64File('bin', 'busybox') : '/bin/busybox'),
+    },
     ...mods,
     { path: 'udhcpc.sh', type: 'file', mode: 0o755, data: script },
     { path: 'init', type: 'file', mode: 0o755, data: init },

@@ -354,6 +354,21 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
     await ok(['vm', 'stop', 'arm1', '--timeout', '1']);
   });
 
+  test('vm start --wait on an aarch64 PXE VM returns when it reports ready', async () => {
+    // The arm64 "installer": virtio-net modules of Debian's arm64 kernel, DHCP, then ready.
+    writeFileSync(join(app, 'initrds', 'aarch64', 'initrd.gz'), readyInitrd('aarch64'));
+    const r = await cli(['vm', 'start', 'arm1', '--wait'], 400_000);
+    assert.equal(
+      r.code,
+      0,
+      `${r.stderr}\n--- console ---\n${readFileSync(join(app, 'logs', 'arm1.log'), 'utf8').slice(-2000)}`,
+    );
+    assert.match(r.stderr, /VM 'arm1' is ready/);
+    const arm1 = JSON.parse(readFileSync(join(app, 'vms', 'arm1.json'), 'utf8')) as { mac: string };
+    assert.match(get(`/ipxe?mac=${arm1.mac}`).body, /arm1 is installed; booting from its disk/);
+    await ok(['vm', 'stop', 'arm1', '--timeout', '1']);
+  });
+
   test('vm start --wait on a PXE VM returns when the machine reports ready', async () => {
     await ok(['vm', 'stop', 'pxe1', '--timeout', '1']);
     // The "installer" now brings its NIC up and posts to the events URL on its command line.
