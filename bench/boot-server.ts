@@ -4,11 +4,11 @@
  * nginx (Debian's) serving a file in the same run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile, open } from 'node:fs/promises';
 import { Agent, get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { which } from '../src/core/exec.js';
 import { serializeVm, VM_SCHEMA_VERSION } from '../src/core/vmdef.js';
 
 interface LoadResult {
@@ -147,13 +147,9 @@ http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   return { child, port };
 }
 
-function hasWrk(): boolean {
-  return (process.env.PATH ?? '').split(':').some((d) => d && existsSync(join(d, 'wrk')));
-}
-
 export async function bootServerScenario(seconds: number) {
   // wrk when installed (install-deps.sh --test): a single Node client saturates before the servers do.
-  const generator = process.env.BENCH_GENERATOR ?? (hasWrk() ? 'wrk' : 'node');
+  const generator = process.env.BENCH_GENERATOR ?? (which('wrk') ? 'wrk' : 'node');
   const load = generator === 'wrk' ? loadWrk : loadNode;
   const dir = await mkdtemp(join(tmpdir(), 'pvmlab-bench-http-'));
   await chmod(dir, 0o755); // nginx's workers run unprivileged and must read the files

@@ -84,8 +84,9 @@ export function assignAddresses(
   const out: AssignedAddresses = { ip, subnet: subnet.cidr };
   const prov = vms.find((v) => v.role === 'provisioner');
   const s6 = prov?.subnetv6 ? parseSubnet(prov.subnetv6, 'ipv6', 'provisioner subnetv6') : lab.subnet6;
-  // The lab's own reserved IPv6 addresses apply when its prefix is the one in use.
-  const isReserved6 = lab.v6 && s6?.cidr === lab.v6.subnet.cidr ? reserved6(lab.v6) : () => undefined;
+  // The lab's own IPv6 plan (reserved addresses, automatic twins) applies when its prefix is the one in use.
+  const v6 = lab.v6 && s6?.cidr === lab.v6.subnet.cidr ? lab.v6 : undefined;
+  const isReserved6 = v6 ? reserved6(v6) : () => undefined;
   if (req.ipv6 !== undefined) {
     const p = parseAddress(req.ipv6, 'ipv6', '--ipv6');
     let subnetv6: string;
@@ -106,11 +107,11 @@ export function assignAddresses(
     if (owner) throw new UsageError(`IPv6 address ${p.address} is already used by VM '${owner.name}'`);
     out.ipv6 = p.address;
     out.subnetv6 = subnetv6;
-  } else if (lab.v6 && s6?.cidr === lab.v6.subnet.cidr) {
+  } else if (v6) {
     // An IPv6 lab gives every target a reservation too: the IPv4 host number when it is free
     // (.3 -> ::3), so the two addresses are easy to tell apart.
-    out.ipv6 = nextFreeIpv6(lab.v6, subnet, ip, vms, isReserved6);
-    out.subnetv6 = lab.v6.subnet.cidr;
+    out.ipv6 = nextFreeIpv6(v6, subnet, ip, vms, isReserved6);
+    out.subnetv6 = v6.subnet.cidr;
   }
   return out;
 }

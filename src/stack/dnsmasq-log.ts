@@ -61,17 +61,14 @@ export class DnsmasqLogParser {
       if (name) detail.hostname = name;
       return [{ mac, type: `dhcp.${(kind as string).slice(4).toLowerCase()}`, detail }];
     }
-    const o67 = OPT67_RE.exec(line);
-    const a = o67 ? [line, o67[1], 'bootfile name', o67[2]] : ATTR_RE.exec(line);
+    const a = transactionAttribute(line);
     if (a) {
-      const [, xid, key, value] = a as unknown as [string, string, string, string];
-      const tx = this.tx(xid);
-      const k = key === 'vendor class' ? 'vendorClass' : key === 'user class' ? 'userClass' : 'bootfile';
-      const v = value.trim();
-      if (tx.attrs[k] === v) return [];
-      tx.attrs[k] = v;
+      const tx = this.tx(a.xid);
+      if (tx.attrs[a.key] === a.value) return [];
+      tx.attrs[a.key] = a.value;
       // The boot file is decided after the offer line: report it as its own event.
-      if (k === 'bootfile' && tx.mac) return [{ mac: tx.mac, type: 'dhcp.bootfile', detail: { file: v } }];
+      if (a.key === 'bootfile' && tx.mac)
+        return [{ mac: tx.mac, type: 'dhcp.bootfile', detail: { file: a.value } }];
       return [];
     }
     const t = TFTP_SENT_RE.exec(line);
@@ -107,6 +104,18 @@ export class DnsmasqLogParser {
     }
     return t;
   }
+}
+
+/** A per-transaction attribute line: vendor/user class, or the boot file (as a field or option 67). */
+function transactionAttribute(
+  line: string,
+): { xid: string; key: 'vendorClass' | 'userClass' | 'bootfile'; value: string } | undefined {
+  const o67 = OPT67_RE.exec(line);
+  if (o67) return { xid: o67[1] as string, key: 'bootfile', value: (o67[2] as string).trim() };
+  const a = ATTR_RE.exec(line);
+  if (!a) return undefined;
+  const key = a[2] === 'vendor class' ? 'vendorClass' : a[2] === 'user class' ? 'userClass' : 'bootfile';
+  return { xid: a[1] as string, key, value: (a[3] as string).trim() };
 }
 
 /** The MAC inside a DUID-LLT (type 1) or DUID-LL (type 3) of an Ethernet client (hardware type 1). */
