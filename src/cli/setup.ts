@@ -2,7 +2,7 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { promises as fs } from 'node:fs';
 import { PvmlabError } from '../core/errors.js';
 import { log } from '../core/log.js';
-import { labDirs, sshKeyPath } from '../core/paths.js';
+import { labDirs } from '../core/paths.js';
 import type { Context } from './context.js';
 import type { LabConfig } from '../lab/config.js';
 import { printJson } from './output.js';
@@ -26,7 +26,7 @@ export function setupCommand(ctx: Context): Command {
       const { labConfigForSubnet, loadLabConfig, parseSubnet6, saveLabConfig } =
         await import('../lab/config.js');
       const { loadDistros } = await import('../distro/distros.js');
-      const { ensureSshKey } = await import('../lab/sshkey.js');
+      const { ensureLabSshKey } = await import('../lab/sshkey.js');
       const { checkDependencies, packageHints } = await import('./deps.js');
       await ensureLabDirs(ctx.app);
       let config: LabConfig = await loadLabConfig(ctx.app);
@@ -36,15 +36,26 @@ export function setupCommand(ctx: Context): Command {
       if (o.network) config = { ...config, network: o.network };
       await saveLabConfig(ctx.app, config);
       await loadDistros(ctx.app);
-      const key = await ensureSshKey(sshKeyPath(ctx.app));
+      const key = await ensureLabSshKey(ctx.app);
       const deps = checkDependencies(process.platform, ctx.env);
       const missing = deps.filter((d) => !d.found && d.required);
-      if (o.json) printJson({ app: ctx.app, lab: config, sshKeyCreated: key.created, dependencies: deps });
+      if (o.json)
+        printJson({
+          app: ctx.app,
+          lab: config,
+          sshKey: key.path,
+          sshKeyCreated: key.created,
+          dependencies: deps,
+        });
       else {
         log.success(
           `Lab settings: subnet ${config.subnet}, ${config.network} network${config.network === 'bridge' ? ` on ${config.bridge}` : ''}`,
         );
-        log.success(key.created ? 'SSH key generated.' : 'SSH key present.');
+        log.success(
+          key.created
+            ? `SSH key generated: ${key.path}`
+            : `SSH key present: ${key.path}${key.kind === 'go-rsa' ? ' (made by the Go pvmlab; kept)' : ''}`,
+        );
         for (const d of deps) {
           if (d.found) log.success(`${d.name}: ${d.path}`);
           else (d.required ? log.error : log.warn)(`${d.name} not found (${d.why}); ${packageHints(d.name)}`);

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
 import { PvmlabError, UsageError } from '../core/errors.js';
-import { vmFiles, sshKeyPath } from '../core/paths.js';
+import { vmFiles } from '../core/paths.js';
 import { log } from '../core/log.js';
 import { buildIso } from '../cloudinit/iso.js';
 import { targetSeedFiles } from '../cloudinit/nocloud.js';
@@ -11,7 +11,7 @@ import { findDistro, imagePath, loadDistros, type DistroArch } from '../distro/d
 import { assignAddresses, assignMac, checkNameFree } from '../lab/allocate.js';
 import { loadLabConfig, resolveLabConfig } from '../lab/config.js';
 import { VM_SCHEMA_VERSION, type VmDefinition } from '../core/vmdef.js';
-import { ensureSshKey } from '../lab/sshkey.js';
+import { ensureLabSshKey } from '../lab/sshkey.js';
 import { listVms, saveVm, withLabLock } from '../lab/store.js';
 import { parseSubnet, type Arch } from '../lab/validate.js';
 import { createBlankDisk, createOverlayDisk } from '../qemu/img.js';
@@ -96,7 +96,7 @@ export async function createVm(ctx: Context, req: CreateRequest): Promise<VmDefi
   if (distroName) entry = findDistro(await loadDistros(ctx.app), distroName, req.arch);
   const baseImage =
     !req.pxeboot && entry && distroName ? await ensureImage(ctx, distroName, req.arch, entry) : undefined;
-  const key = await ensureSshKey(sshKeyPath(ctx.app));
+  const key = await ensureLabSshKey(ctx.app);
 
   return withLabLock(ctx.app, async () => {
     const { vms } = await listVms(ctx.app);

@@ -2,7 +2,7 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { promises as fs } from 'node:fs';
 import { PvmlabError, UsageError } from '../core/errors.js';
 import { log, paint } from '../core/log.js';
-import { sshKeyPath, vmFiles } from '../core/paths.js';
+import { vmFiles } from '../core/paths.js';
 import { pathExists } from '../core/fsutil.js';
 import { listVms, loadVm } from '../lab/store.js';
 import {
@@ -147,8 +147,9 @@ export function vmCommand(ctx: Context): Command {
       validateName(name);
       const def = await loadVm(ctx.app, name);
       const { sshArgv } = await import('../lab/ssh.js');
+      const { labSshKey } = await import('../lab/sshkey.js');
       const { sshTarget } = await import('./wait.js');
-      const argv = sshArgv(sshKeyPath(ctx.app), await sshTarget(ctx, def), command);
+      const argv = sshArgv((await labSshKey(ctx.app)).path, await sshTarget(ctx, def), command);
       if (command.length === 0) log.info(`Connecting to ${name} over SSH`);
       const r = await ctx.runner('ssh', argv, { stdio: 'inherit' });
       if (r.code !== 0) process.exitCode = r.code ?? 1;
@@ -220,6 +221,7 @@ export function vmCommand(ctx: Context): Command {
     .option('-r, --recursive', 'copy directories', false)
     .action(async (src, dst, o) => {
       const { LAB_USER, scpArgv, parseRemote } = await import('../lab/ssh.js');
+      const { labSshKey } = await import('../lab/sshkey.js');
       const { sshTarget } = await import('./wait.js');
       const rs = parseRemote(src);
       const rd = parseRemote(dst);
@@ -231,7 +233,8 @@ export function vmCommand(ctx: Context): Command {
       const def = await loadVm(ctx.app, remote.vm);
       const target = await sshTarget(ctx, def);
       const spec = `${LAB_USER}@${target.host}:${remote.path}`;
-      const argv = scpArgv(sshKeyPath(ctx.app), target, rs ? spec : src, rd ? spec : dst, o.recursive);
+      const key = (await labSshKey(ctx.app)).path;
+      const argv = scpArgv(key, target, rs ? spec : src, rd ? spec : dst, o.recursive);
       const r = await ctx.runner('scp', argv, { stdio: 'inherit' });
       if (r.code !== 0) throw new PvmlabError(`scp exited with status ${r.code}`);
     });

@@ -3,8 +3,8 @@ import { log } from '../core/log.js';
 import { loadLabConfig } from '../lab/config.js';
 import type { VmDefinition } from '../core/vmdef.js';
 import { sshArgv, sshTargetFor } from '../lab/ssh.js';
+import { labSshKey } from '../lab/sshkey.js';
 import { listVms } from '../lab/store.js';
-import { sshKeyPath } from '../core/paths.js';
 import type { Context } from './context.js';
 
 /** Does the host sit on the lab segment (Linux bridge with the host address)? */
@@ -25,7 +25,7 @@ export async function sshTarget(ctx: Context, vm: VmDefinition) {
 /** Poll `cloud-init status` over SSH until it reports done (or error). */
 export async function waitForCloudInit(ctx: Context, vm: VmDefinition, timeoutMs: number): Promise<void> {
   const target = await sshTarget(ctx, vm);
-  const key = sshKeyPath(ctx.app);
+  const key = (await labSshKey(ctx.app)).path;
   const argv = sshArgv(key, target, ['cloud-init', 'status'], true);
   log.info(`Waiting for cloud-init on ${vm.name} (${target.host}); up to ${Math.round(timeoutMs / 1000)} s`);
   const deadline = Date.now() + timeoutMs;

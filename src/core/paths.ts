@@ -51,7 +51,3 @@ export function vmFiles(app: string, name: string) {
   } as const;
 }
 export type VmFiles = ReturnType<typeof vmFiles>;
-
-export function sshKeyPath(app: string): string {
-  return join(labDirs(app).ssh, 'vm_key');
-}

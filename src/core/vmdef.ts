@@ -6,7 +6,22 @@ import * as v from 'valibot';
  */
 export const VM_SCHEMA_VERSION = 1;
 
-const mac = v.pipe(v.string(), v.regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'mac must be six hex pairs'));
+/**
+ * The MAC forms the Go pvmlab accepted for `--mac` and stored as given: six hex pairs, any case,
+ * `:` or `-` separated (even mixed). Read as the lowercase colon form pvmlab writes, so lookups,
+ * duplicate checks and dnsmasq's hosts file see one spelling.
+ */
+const mac = v.pipe(
+  v.string(),
+  v.regex(/^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i, 'mac must be six hex pairs'),
+  v.transform(canonicalMac),
+);
+
+/** `52-54-00-AB-CD-EF` -> `52:54:00:ab:cd:ef`, for a MAC already known to be six hex pairs. */
+function canonicalMac(mac: string): string {
+  return mac.toLowerCase().replace(/-/g, ':');
+}
+
 const name = v.pipe(
   v.string(),
   v.regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'name must be a hostname label'),
@@ -74,7 +89,14 @@ export function serializeVm(vm: VmDefinition): string {
 
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string };
 
-export function parseVm(text: string): ParseResult<VmDefinition> {
+/**
+ * `normalized` says which values were read differently from how the file spells them (a Go
+ * pvmlab file's `52-54-00-AB-CD-EF`), so the caller can say so; the file itself is not rewritten.
+ */
+export type VmParseResult =
+  { ok: true; value: VmDefinition; normalized: string[] } | { ok: false; error: string };
+
+export function parseVm(text: string): VmParseResult {
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -88,7 +110,23 @@ export function parseVm(text: string): ParseResult<VmDefinition> {
       ok: false,
       error: `schema_version ${r.output.schema_version} is newer than this pvmlab understands (${VM_SCHEMA_VERSION})`,
     };
-  return { ok: true, value: r.output };
+  return {
+    ok: true,
+    value: r.output,
+    normalized: normalizedFields(data as Record<string, unknown>, r.output),
+  };
+}
+
+/** `mac "52-54-00-AB-CD-EF" read as "52:54:00:ab:cd:ef"` for each field the schema rewrote. */
+function normalizedFields(raw: Record<string, unknown>, parsed: VmDefinition): string[] {
+  const notes: string[] = [];
+  for (const k of KEY_ORDER) {
+    const before = raw[k];
+    const after = parsed[k];
+    if (before !== after && before !== undefined)
+      notes.push(`${k} ${JSON.stringify(before)} read as ${JSON.stringify(after)}`);
+  }
+  return notes;
 }
 
 export function describeIssues(issues: readonly v.BaseIssue<unknown>[]): string {

@@ -1,8 +1,9 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PvmlabError, isErrno } from '../core/errors.js';
 import { writeFileAtomic } from '../core/fsutil.js';
+import { labDirs } from '../core/paths.js';
 
 function sshString(data: Uint8Array | string): Buffer {
   const b = typeof data === 'string' ? Buffer.from(data) : Buffer.from(data);
@@ -58,32 +59,103 @@ export function generateEd25519(comment = 'pvmlab'): SshKeyPair {
   };
 }
 
+export type LabKeyKind = 'ed25519' | 'go-rsa';
+
+export interface LabKey {
+  path: string;
+  kind: LabKeyKind;
+}
+
+/** The lab key files: ours, and the one the Go pvmlab made (`ssh-rsa`, PKCS#1 PEM). */
+function labKeyFiles(app: string): Record<LabKeyKind, string> {
+  const dir = labDirs(app).ssh;
+  return { ed25519: join(dir, 'vm_key'), 'go-rsa': join(dir, 'vm_rsa') };
+}
+
 /**
- * Make sure the lab key pair exists. A private key whose `.pub` went missing gets its
- * public half rewritten from it (the original failed later in that case).
+ * The lab's SSH key, the one place that picks it: `vm_key` if present; else the Go pvmlab's
+ * `vm_rsa` (the VMs it made authorise only that key); else `vm_key`, to be generated. At most
+ * two stats, so only the commands that use the key pay for it.
  */
+export async function labSshKey(app: string): Promise<LabKey> {
+  const files = labKeyFiles(app);
+  if (await isFile(files.ed25519)) return { path: files.ed25519, kind: 'ed25519' };
+  if (await isFile(files['go-rsa'])) return { path: files['go-rsa'], kind: 'go-rsa' };
+  return { path: files.ed25519, kind: 'ed25519' };
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await fs.stat(path)).isFile();
+  } catch (err) {
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return false;
+    throw err;
+  }
+}
+
+/**
+ * The lab key (labSshKey) with its public half, generating an ed25519 pair only when the lab
+ * has no key at all: a lab with `vm_rsa` never gets a second key its VMs would not accept.
+ */
+export async function ensureLabSshKey(
+  app: string,
+): Promise<LabKey & { created: boolean; publicKey: string }> {
+  const key = await labSshKey(app);
+  if (key.kind === 'go-rsa') return { ...key, created: false, publicKey: await publicKeyOf(key.path) };
+  return { ...key, ...(await ensureSshKey(key.path)) };
+}
+
+/** Make sure an ed25519 key pair exists at `path` (see ensureLabSshKey for the lab's key). */
 export async function ensureSshKey(path: string): Promise<{ created: boolean; publicKey: string }> {
   await fs.mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  let priv: string | undefined;
+  if (await isFile(path)) return { created: false, publicKey: await publicKeyOf(path) };
+  const pair = generateEd25519();
+  await writeFileAtomic(path, pair.privateKey, 0o600);
+  await writeFileAtomic(`${path}.pub`, pair.publicKey, 0o644);
+  return { created: true, publicKey: pair.publicKey };
+}
+
+/**
+ * `<path>.pub`; if it went missing, rewritten from the private key (the Go pvmlab failed
+ * later in that case).
+ */
+async function publicKeyOf(path: string): Promise<string> {
   try {
-    priv = await fs.readFile(path, 'utf8');
+    return await fs.readFile(`${path}.pub`, 'utf8');
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) throw err;
   }
-  if (priv === undefined) {
-    const pair = generateEd25519();
-    await writeFileAtomic(path, pair.privateKey, 0o600);
-    await writeFileAtomic(`${path}.pub`, pair.publicKey, 0o644);
-    return { created: true, publicKey: pair.publicKey };
-  }
-  try {
-    return { created: false, publicKey: await fs.readFile(`${path}.pub`, 'utf8') };
-  } catch (err) {
-    if (!isErrno(err, 'ENOENT')) throw err;
-  }
-  const pub = publicKeyFromOpenSshPrivate(priv);
+  const pub = publicKeyFromPrivate(await fs.readFile(path, 'utf8'));
   await writeFileAtomic(`${path}.pub`, pub, 0o644);
-  return { created: false, publicKey: pub };
+  return pub;
+}
+
+/** The authorized_keys line of an unencrypted OpenSSH or PEM (PKCS#1/PKCS#8 RSA) private key. */
+export function publicKeyFromPrivate(text: string): string {
+  if (text.includes('-----BEGIN OPENSSH PRIVATE KEY-----')) return publicKeyFromOpenSshPrivate(text);
+  let jwk: JsonWebKey;
+  try {
+    jwk = createPublicKey(text).export({ format: 'jwk' });
+  } catch {
+    throw new PvmlabError('the lab SSH key is not a private key pvmlab can read (OpenSSH, or PEM RSA)');
+  }
+  if (jwk.kty !== 'RSA' || !jwk.n || !jwk.e)
+    throw new PvmlabError(`the lab SSH key is a PEM ${jwk.kty ?? 'non-RSA'} key; pvmlab reads RSA ones`);
+  return sshRsaPublicKey(Buffer.from(jwk.e, 'base64url'), Buffer.from(jwk.n, 'base64url'));
+}
+
+/** `ssh-rsa <blob>\n` with no comment, as the Go pvmlab wrote `vm_rsa.pub`. */
+function sshRsaPublicKey(e: Buffer, n: Buffer): string {
+  const blob = Buffer.concat([sshString('ssh-rsa'), sshString(mpint(e)), sshString(mpint(n))]);
+  return `ssh-rsa ${blob.toString('base64')}\n`;
+}
+
+/** An unsigned big-endian integer as SSH's mpint: a leading zero keeps the top bit clear. */
+function mpint(b: Buffer): Buffer {
+  let i = 0;
+  while (i < b.length - 1 && b[i] === 0) i++;
+  const v = b.subarray(i);
+  return (v[0] ?? 0) & 0x80 ? Buffer.concat([Buffer.from([0]), v]) : v;
 }
 
 /** Recover `ssh-ed25519 <blob> <comment>` from an unencrypted openssh-key-v1 private key. */

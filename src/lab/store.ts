@@ -2,6 +2,7 @@ import { promises as fs, readFileSync, readdirSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { PvmlabError, isErrno } from '../core/errors.js';
 import { writeFileAtomic } from '../core/fsutil.js';
+import { log } from '../core/log.js';
 import { labDirs, vmFiles } from '../core/paths.js';
 import { withLock } from './lock.js';
 import { parseVm, serializeVm, type VmDefinition } from '../core/vmdef.js';
@@ -48,7 +49,10 @@ export async function listVms(app: string): Promise<VmList> {
     if (!r.ok) invalid.push({ file: f, error: r.error });
     else if (`${r.value.name}.json` !== f)
       invalid.push({ file: f, error: `name '${r.value.name}' does not match the file name` });
-    else vms.push(r.value);
+    else {
+      warnNormalized(`${dir}${sep}${f}`, r.normalized);
+      vms.push(r.value);
+    }
   }
   // Names are ASCII labels: plain comparison (localeCompare would load ICU collation, ~10 ms).
   vms.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -66,7 +70,21 @@ export async function loadVm(app: string, name: string): Promise<VmDefinition> {
   }
   const r = parseVm(text);
   if (!r.ok) throw new PvmlabError(`${path}: ${r.error}`);
+  warnNormalized(path, r.normalized);
   return r.value;
+}
+
+/** Definition files already warned about in this process: one warning per file per command. */
+const warned = new Set<string>();
+
+/**
+ * Say what parseVm read differently from the file (a Go pvmlab file's MAC spelling). The file
+ * is left as it is: rewriting it is for the commands that change the VM.
+ */
+function warnNormalized(path: string, normalized: readonly string[]): void {
+  if (normalized.length === 0 || warned.has(path)) return;
+  warned.add(path);
+  log.warn(`${path}: ${normalized.join('; ')} (the file is left as written)`);
 }
 
 export async function vmExists(app: string, name: string): Promise<boolean> {

@@ -132,6 +132,8 @@ export class MachineRegistry extends EventEmitter {
         this.log(`registry: skipping ${f}: name '${r.value.name}' does not match the file name`);
         continue;
       }
+      // Once per version of the file: it is re-read only when it changes.
+      if (r.normalized.length) this.log(`registry: ${f}: ${r.normalized.join('; ')}`);
       this.add(r.value);
     }
     for (const f of [...this.files.keys()]) {

@@ -105,7 +105,7 @@ describe('serializeVm', () => {
 });
 
 describe('parseVm', () => {
-  it('reads a file the original wrote (no schema_version)', () => {
+  it('reads a file the original wrote (no schema_version), its MAC in lowercase colon form', () => {
     const r = parseVm(
       '{\n  "name": "target1",\n  "role": "target",\n  "arch": "aarch64",\n  "ip": "192.168.254.10",\n  "mac": "52:54:00:AB:CD:EF",\n  "pxeboot": true\n}\n',
     );
@@ -116,10 +116,34 @@ describe('parseVm', () => {
         role: 'target',
         arch: 'aarch64',
         ip: '192.168.254.10',
-        mac: '52:54:00:AB:CD:EF',
+        mac: '52:54:00:ab:cd:ef',
         pxeboot: true,
       },
+      normalized: ['mac "52:54:00:AB:CD:EF" read as "52:54:00:ab:cd:ef"'],
     });
+  });
+
+  it("reads every MAC spelling the original's --mac accepted, and says what it changed", () => {
+    const cases: [string, string][] = [
+      ['52-54-00-AB-CD-EF', '52:54:00:ab:cd:ef'],
+      ['52-54-00-ab-cd-ef', '52:54:00:ab:cd:ef'],
+      ['52:54-00:aB-Cd:ef', '52:54:00:ab:cd:ef'],
+      // A multicast MAC was accepted too: kept (QEMU says what is wrong with it at start).
+      ['01:00:5E:00:00:01', '01:00:5e:00:00:01'],
+    ];
+    for (const [given, read] of cases) {
+      const r = parseVm(JSON.stringify({ name: 'vm1', role: 'target', arch: 'x86_64', mac: given }));
+      assert.ok(r.ok, given);
+      if (!r.ok) continue;
+      assert.equal(r.value.mac, read, given);
+      assert.deepEqual(r.normalized, [`mac "${given}" read as "${read}"`]);
+    }
+  });
+
+  it('reports nothing normalised for a file in our own form', () => {
+    const r = parseVm(serializeVm(full));
+    assert.ok(r.ok);
+    if (r.ok) assert.deepEqual(r.normalized, []);
   });
 
   it('rejects invalid JSON', () => {
@@ -157,7 +181,9 @@ describe('parseVm', () => {
 
   it('rejects a bad mac', () => {
     rejects({ ...base, mac: '52:54:00:12:34' }, /^mac: mac must be six hex pairs$/);
-    rejects({ ...base, mac: '52-54-00-12-34-56' }, /^mac: mac must be six hex pairs$/);
+    rejects({ ...base, mac: '525400123456' }, /^mac: mac must be six hex pairs$/);
+    rejects({ ...base, mac: '52.54.00.12.34.56' }, /^mac: mac must be six hex pairs$/);
+    rejects({ ...base, mac: ' 52:54:00:12:34:56' }, /^mac: mac must be six hex pairs$/);
     rejects({ ...base, mac: 525400123456 }, /^mac: /);
   });
 
@@ -204,7 +230,7 @@ describe('round trip', () => {
   it('parseVm(serializeVm(vm)) gives the VM back', () => {
     const vm: VmDefinition = { ...full, extra: ['x', { y: 1 }] };
     const r = parseVm(serializeVm(vm));
-    assert.deepEqual(r, { ok: true, value: vm });
+    assert.deepEqual(r, { ok: true, value: vm, normalized: [] });
   });
 
   it('serializeVm(parseVm(text)) reproduces a file it wrote', () => {

@@ -1,13 +1,20 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
 import { PvmlabError } from '../../../src/core/errors.js';
-import { ensureSshKey, generateEd25519, publicKeyFromOpenSshPrivate } from '../../../src/lab/sshkey.js';
+import {
+  ensureLabSshKey,
+  ensureSshKey,
+  generateEd25519,
+  labSshKey,
+  publicKeyFromOpenSshPrivate,
+  publicKeyFromPrivate,
+} from '../../../src/lab/sshkey.js';
 
 const run = promisify(execFile);
 
@@ -166,5 +173,87 @@ describe('ensureSshKey', () => {
     await fs.writeFile(keyPath, 'garbage\n', { mode: 0o600 });
     await assert.rejects(ensureSshKey(keyPath), PvmlabError);
     await assert.rejects(fs.stat(`${keyPath}.pub`), { code: 'ENOENT' });
+  });
+});
+
+/** `ssh/vm_rsa` as the Go pvmlab left it: RSA 2048 PKCS#1 PEM, `.pub` without a comment. */
+async function goKey(app: string): Promise<string> {
+  const key = join(app, 'ssh', 'vm_rsa');
+  await fs.mkdir(join(app, 'ssh'), { recursive: true });
+  await run('ssh-keygen', ['-q', '-t', 'rsa', '-b', '2048', '-m', 'PEM', '-N', '', '-f', key]);
+  const [type, blob] = (await fs.readFile(`${key}.pub`, 'utf8')).split(' ');
+  await fs.writeFile(`${key}.pub`, `${type} ${blob}\n`);
+  return `${type} ${blob}\n`;
+}
+
+describe('labSshKey', () => {
+  it('picks vm_key, else the Go vm_rsa, else vm_key (to be generated)', async (t) => {
+    const app = await tempDir(t);
+    const vmKey = { path: join(app, 'ssh', 'vm_key'), kind: 'ed25519' };
+    assert.deepEqual(await labSshKey(app), vmKey);
+    await goKey(app);
+    assert.deepEqual(await labSshKey(app), { path: join(app, 'ssh', 'vm_rsa'), kind: 'go-rsa' });
+    await ensureSshKey(vmKey.path);
+    assert.deepEqual(await labSshKey(app), vmKey);
+  });
+
+  it('does not take a directory for a key', async (t) => {
+    const app = await tempDir(t);
+    await fs.mkdir(join(app, 'ssh', 'vm_key'), { recursive: true });
+    await goKey(app);
+    assert.deepEqual(await labSshKey(app), { path: join(app, 'ssh', 'vm_rsa'), kind: 'go-rsa' });
+  });
+});
+
+describe('ensureLabSshKey', () => {
+  it("uses the Go tool's vm_rsa and never generates a second key; generates vm_key only in a lab without one", async (t) => {
+    const goLab = await tempDir(t);
+    const pub = await goKey(goLab);
+    const key = await ensureLabSshKey(goLab);
+    assert.deepEqual(key, {
+      path: join(goLab, 'ssh', 'vm_rsa'),
+      kind: 'go-rsa',
+      created: false,
+      publicKey: pub,
+    });
+    assert.deepEqual((await fs.readdir(join(goLab, 'ssh'))).sort(), ['vm_rsa', 'vm_rsa.pub']);
+
+    const newLab = await tempDir(t);
+    const made = await ensureLabSshKey(newLab);
+    assert.deepEqual([made.path, made.kind, made.created], [join(newLab, 'ssh', 'vm_key'), 'ed25519', true]);
+    assert.equal(await fs.readFile(`${made.path}.pub`, 'utf8'), made.publicKey);
+  });
+
+  it('rewrites a missing vm_rsa.pub as the Go tool wrote it (no comment)', async (t) => {
+    const app = await tempDir(t);
+    const pub = await goKey(app);
+    await fs.rm(join(app, 'ssh', 'vm_rsa.pub'));
+    const key = await ensureLabSshKey(app);
+    assert.equal(key.publicKey, pub);
+    assert.equal(await fs.readFile(join(app, 'ssh', 'vm_rsa.pub'), 'utf8'), pub);
+    assert.deepEqual((await fs.readdir(join(app, 'ssh'))).sort(), ['vm_rsa', 'vm_rsa.pub']);
+  });
+});
+
+describe('publicKeyFromPrivate', () => {
+  it('derives what ssh-keygen derives from PEM RSA keys (PKCS#1 and PKCS#8), still reads OpenSSH keys', async (t) => {
+    const dir = await tempDir(t);
+    for (const format of ['PEM', 'PKCS8']) {
+      const key = join(dir, `rsa-${format}`);
+      await run('ssh-keygen', ['-q', '-t', 'rsa', '-b', '2048', '-m', format, '-N', '', '-f', key]);
+      const { stdout } = await run('ssh-keygen', ['-y', '-f', key]);
+      const [type, blob] = stdout.trim().split(' ');
+      assert.equal(publicKeyFromPrivate(await fs.readFile(key, 'utf8')), `${type} ${blob}\n`, format);
+    }
+    const pair = generateEd25519();
+    assert.equal(publicKeyFromPrivate(pair.privateKey), pair.publicKey);
+  });
+
+  it('refuses a non-RSA PEM key and text that is no key', async (t) => {
+    const dir = await tempDir(t);
+    const key = join(dir, 'ec');
+    await run('ssh-keygen', ['-q', '-t', 'ecdsa', '-m', 'PEM', '-N', '', '-f', key]);
+    assert.throws(() => publicKeyFromPrivate(readFileSync(key, 'utf8')), /is a PEM EC key; pvmlab reads RSA/);
+    assert.throws(() => publicKeyFromPrivate('garbage\n'), PvmlabError);
   });
 });

@@ -113,7 +113,8 @@ test('start() loads the directory; lookups by MAC (any case, dashes), name and I
     reg.all().map((v) => v.name),
     ['provisioner', 'pxe1', 'pxe2'],
   );
-  assert.deepEqual(reg.byName('pxe1'), pxe1);
+  // Its file spells the MAC in upper case: served (and logged) in lowercase colon form.
+  assert.deepEqual(reg.byName('pxe1'), { ...pxe1, mac: 'be:b9:f9:8b:f5:ee' });
   for (const mac of ['be:b9:f9:8b:f5:ee', 'BE:B9:F9:8B:F5:EE', 'be-b9-f9-8b-f5-ee', 'beb9f98bf5ee'])
     assert.equal(reg.byMac(mac)?.name, 'pxe1', mac);
   assert.equal(reg.byMac('52-54-00-AA-BB-03')?.name, 'pxe2');
@@ -126,7 +127,21 @@ test('start() loads the directory; lookups by MAC (any case, dashes), name and I
   assert.equal(reg.byIp('fd00:217::3')?.name, 'pxe2');
   assert.equal(reg.byIp('10.217.0.1')?.name, 'provisioner');
   assert.equal(reg.byIp('10.217.0.99'), undefined);
-  assert.deepEqual(logs, []);
+  assert.deepEqual(logs, ['registry: pxe1.json: mac "BE:B9:F9:8B:F5:EE" read as "be:b9:f9:8b:f5:ee"']);
+});
+
+test('a Go pvmlab file (dash MAC, no schema_version, no newline) is served by its normalised MAC', async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(
+    join(dir, 'go1.json'),
+    '{\n  "name": "go1",\n  "role": "target",\n  "arch": "aarch64",\n  "ip": "10.217.0.9",\n  "mac": "52-54-00-AA-BB-09",\n  "pxeboot": true\n}',
+  );
+  const logs: string[] = [];
+  const reg = startRegistry(t, dir, logs);
+  await reg.start();
+  assert.equal(reg.byMac('52:54:00:aa:bb:09')?.name, 'go1');
+  assert.equal(reg.byName('go1')?.mac, '52:54:00:aa:bb:09');
+  assert.deepEqual(logs, ['registry: go1.json: mac "52-54-00-AA-BB-09" read as "52:54:00:aa:bb:09"']);
 });
 
 test('invalid, half-written, misnamed and foreign files are logged and skipped; the rest is served', async (t) => {
@@ -150,7 +165,7 @@ test('invalid, half-written, misnamed and foreign files are logged and skipped; 
   );
   assert.equal(reg.byMac('52:54:00:00:00:09'), undefined);
   assert.equal(reg.byName('pxe9'), undefined);
-  const sorted = [...logs].sort();
+  const sorted = logs.filter((l) => l.startsWith('registry: skipping ')).sort();
   assert.equal(sorted.length, 5, sorted.join('\n'));
   assert.equal(sorted[0], 'registry: skipping badmac.json: mac: mac must be six hex pairs');
   assert.match(sorted[1] ?? '', /^registry: skipping future\.json: schema_version 99 is newer than/);
@@ -261,11 +276,12 @@ test('duplicate MACs are logged; removing one machine keeps the other reachable 
   const dir = tempDir(t);
   writeVm(dir, pxe1);
   writeVm(dir, { ...pxe2, name: 'copy', mac: pxe1.mac?.toLowerCase() });
-  const logs: string[] = [];
-  const reg = startRegistry(t, dir, logs);
+  const all: string[] = [];
+  const reg = startRegistry(t, dir, all);
   await reg.start();
   assert.equal(reg.size, 2);
-  assert.equal(logs.length, 1, logs.join('\n'));
+  const logs = all.filter((l) => l.includes(' is also used by '));
+  assert.equal(logs.length, 1, all.join('\n'));
   assert.match(
     logs[0] ?? '',
     /^registry: MAC be:b9:f9:8b:f5:ee of '(pxe1|copy)' is also used by '(pxe1|copy)'$/,
