@@ -1,5 +1,5 @@
 import type { StdioOptions } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { PvmlabError } from './errors.js';
 
@@ -97,13 +97,18 @@ export interface LineProcess {
   kill(signal?: NodeJS.Signals): void;
   /** Settles once, when the process has exited or failed to start. */
   readonly done: Promise<ProcessExit>;
+  /** Settles after `done` once every output line has been delivered (the last lines can follow the exit). */
+  readonly closed: Promise<ProcessExit>;
 }
+
+/** Which of the child's output streams a line came from. */
+export type OutputStream = 'stdout' | 'stderr';
 
 /** Start a service process (dnsmasq under the stack); its stdout and stderr lines go to `onLine`. */
 export async function startProcess(
   command: string,
   args: readonly string[],
-  options: { onLine: (line: string) => void; env?: NodeJS.ProcessEnv },
+  options: { onLine: (line: string, stream: OutputStream) => void; env?: NodeJS.ProcessEnv },
 ): Promise<LineProcess> {
   const [{ spawn }, { createInterface }] = await Promise.all([
     import('node:child_process'),
@@ -113,12 +118,17 @@ export async function startProcess(
     env: options.env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  for (const stream of [child.stdout, child.stderr])
-    createInterface({ input: stream }).on('line', options.onLine);
+  createInterface({ input: child.stdout }).on('line', (line) => options.onLine(line, 'stdout'));
+  createInterface({ input: child.stderr }).on('line', (line) => options.onLine(line, 'stderr'));
   const done = new Promise<ProcessExit>((resolve) => {
     // A process that cannot be spawned emits 'error' and never 'exit'.
     child.once('error', (error) => resolve({ code: null, signal: null, error }));
     child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  // 'close' comes once the exit is known and both pipes have ended, i.e. after the last line.
+  const closed = new Promise<ProcessExit>((resolve) => {
+    child.once('close', (code, signal) => resolve({ code, signal }));
+    child.once('error', (error) => resolve({ code: null, signal: null, error }));
   });
   return {
     pid: child.pid,
@@ -126,6 +136,7 @@ export async function startProcess(
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },
     done,
+    closed,
   };
 }
 
@@ -147,4 +158,94 @@ function isExecutable(p: string): boolean {
   } catch {
     return false;
   }
+}
+
+export interface DetachedOptions {
+  /** The child's stdout and stderr are appended to this file (created if missing). */
+  logFile: string;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+/** A background process started by `spawnDetached`. */
+export interface DetachedProcess {
+  readonly pid: number;
+  /**
+   * Settles if the process exits while this one still runs. The child is unref'd: it never
+   * keeps this process alive, so a caller that exits first simply leaves it running.
+   */
+  readonly exited: Promise<ProcessExit>;
+}
+
+/**
+ * Start a service in the background, as a daemon is started: a new session (so it is its
+ * own process group leader, and a terminal's Ctrl-C or hang-up does not reach it), stdin
+ * from /dev/null, stdout and stderr appended to `logFile`. Resolves once the process exists;
+ * rejects when it cannot be started at all (ENOENT, EACCES).
+ */
+export async function spawnDetached(
+  command: string,
+  args: readonly string[],
+  options: DetachedOptions,
+): Promise<DetachedProcess> {
+  const [{ spawn }, { promises: fs }] = await Promise.all([import('node:child_process'), import('node:fs')]);
+  const log = await fs.open(options.logFile, 'a', 0o644);
+  try {
+    const child = spawn(command, [...args], {
+      env: options.env ?? process.env,
+      cwd: options.cwd,
+      stdio: ['ignore', log.fd, log.fd],
+      detached: true,
+    });
+    const exited = new Promise<ProcessExit>((resolve) => {
+      child.once('error', (error) => resolve({ code: null, signal: null, error }));
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', () => resolve());
+      child.once('error', (err) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        reject(code === 'ENOENT' ? new PvmlabError(`${command}: command not found`, { cause: err }) : err);
+      });
+    });
+    child.unref();
+    return { pid: child.pid as number, exited };
+  } finally {
+    await log.close(); // the child holds its own copy of the descriptor
+  }
+}
+
+/**
+ * Is the process alive? A process that has exited but is not reaped yet (a zombie: a
+ * daemon whose parent is gone and whose init reaps late) counts as gone.
+ */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  if (process.platform !== 'linux') return true;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The state follows the parenthesised command name, which may itself contain ')'.
+    const state = stat.charAt(stat.lastIndexOf(')') + 2);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false; // reaped in the meantime
+  }
+}
+
+/** A process's argv: /proc on Linux, `ps` elsewhere (macOS; split on white space). */
+export async function processCommandLine(pid: number, runner: Runner = run): Promise<string[] | undefined> {
+  if (process.platform === 'linux') {
+    try {
+      const raw = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      return raw.split('\0').filter((s) => s.length > 0);
+    } catch {
+      return undefined;
+    }
+  }
+  const r = await runner('ps', ['-p', String(pid), '-o', 'command=']).catch(() => undefined);
+  return r && r.code === 0 ? r.stdout.trim().split(/\s+/) : undefined;
 }
