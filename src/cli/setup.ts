@@ -60,11 +60,23 @@ export function setupCommand(ctx: Context): Command {
           if (d.found) log.success(`${d.name}: ${d.path}`);
           else (d.required ? log.error : log.warn)(`${d.name} not found (${d.why}); ${packageHints(d.name)}`);
         }
+        await reportAccelerator(ctx);
       }
       if (missing.length)
         throw new PvmlabError(`missing required tools: ${missing.map((d) => d.name).join(', ')}`);
       if (!o.json) log.success('Setup complete.');
     });
+}
+
+/** Probe (once, then cached) which accelerator host-arch guests get, so `vm start` need not. */
+async function reportAccelerator(ctx: Context): Promise<void> {
+  const { describeChoice, resolveHostAccel } = await import('../qemu/accel.js');
+  try {
+    const r = await resolveHostAccel(ctx.app, ctx.runner, ctx.env);
+    if (r) log.success(`Accelerator for ${r.arch} guests: ${describeChoice(r.choice)}`);
+  } catch (err) {
+    log.warn(`accelerator not checked: ${(err as Error).message}`);
+  }
 }
 
 export function cleanCommand(ctx: Context): Command {

@@ -6,10 +6,11 @@ import { pathExists, removePath } from '../core/fsutil.js';
 import { loadLabConfig } from '../lab/config.js';
 import type { VmDefinition } from '../core/vmdef.js';
 import { loadVm, deleteVmDefinition, withLabLock } from '../lab/store.js';
-import { detectAccel } from '../qemu/accel.js';
+import { accelHost, describeChoice, resolveAccel } from '../qemu/accel.js';
+import { fallbackWarning, startWithAccel } from '../qemu/accel-start.js';
 import type { BootTarget } from '../qemu/argv.js';
 import { findFirmware } from '../qemu/firmware.js';
-import { ensureVarsFile, startQemu, stopQemu } from '../qemu/lifecycle.js';
+import { ensureVarsFile, stopQemu } from '../qemu/lifecycle.js';
 import { vmProcess } from '../qemu/process.js';
 import { ensureLabDirs, type Context } from './context.js';
 import { networkDriver } from './network-driver.js';
@@ -57,19 +58,22 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
   const driver = networkDriver(ctx, config);
   const firmware = findFirmware(vm.arch, ctx.env);
   await ensureVarsFile(firmware.varsTemplate, files.varsFd);
-  const accel = await detectAccel(ctx.runner, vm.arch, opts.accel, ctx.env);
+  const choice = await resolveAccel(
+    { guestArch: vm.arch, firmware, ...(opts.accel !== undefined ? { override: opts.accel } : {}) },
+    accelHost(ctx.app, ctx.runner, ctx.env),
+  );
+  if (choice.source === 'probe') log.info(`Accelerator for ${vm.arch} guests: ${describeChoice(choice)}`);
   const nic = await driver.attach({ name, mac: vm.mac });
-  log.info(`Starting VM '${name}' (${vm.arch}, ${accel}, ${vm.pxeboot ? 'PXE' : 'disk'})`);
+  log.info(`Starting VM '${name}' (${vm.arch}, ${choice.accel}, ${vm.pxeboot ? 'PXE' : 'disk'})`);
   const startedAt = new Date();
   if (opts.interactive) {
     log.info('Serial console attached. Ctrl-a x quits QEMU, Ctrl-a c toggles the QEMU monitor.');
   }
   try {
-    await startQemu(
+    await startWithAccel(
       {
         name,
         arch: vm.arch,
-        accel,
         memoryMiB: opts.memoryMiB ?? vm.memory ?? DEFAULT_MEMORY_MIB[vm.role],
         cpus: opts.cpus ?? vm.cpus ?? DEFAULT_CPUS,
         firmware: { code: firmware.code, vars: files.varsFd },
@@ -81,7 +85,9 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
         files,
         interactive: opts.interactive,
       },
+      choice,
       ctx.runner,
+      (reason, recordedIn) => log.warn(fallbackWarning(choice.accel, reason, recordedIn)),
     );
   } catch (err) {
     await driver.detach({ name }).catch(() => undefined);

@@ -32,12 +32,23 @@ export function escapeOpt(value: string): string {
   return value.replaceAll(',', ',,');
 }
 
-function machineArgs(arch: Arch, accel: Accel): string[] {
+/** Machine type, accelerator and CPU model; the accelerator probe runs exactly these. */
+export function machineArgs(arch: Arch, accel: Accel): string[] {
   const cpu = accel === 'tcg' ? 'max' : 'host';
   const machine = arch === 'x86_64' ? 'q35' : 'virt,gic-version=3';
   // Multi-threaded TCG uses both host cores; it is the default where supported but say it.
   const accelOpt = accel === 'tcg' ? 'tcg,thread=multi' : accel;
   return ['-machine', machine, '-accel', accelOpt, '-cpu', cpu];
+}
+
+/** The UEFI firmware as two pflash drives: read-only code and a writable vars copy. */
+export function firmwareArgs(firmware: { code: string; vars: string }): string[] {
+  return [
+    '-drive',
+    `if=pflash,format=raw,unit=0,readonly=on,file=${escapeOpt(firmware.code)}`,
+    '-drive',
+    `if=pflash,format=raw,unit=1,file=${escapeOpt(firmware.vars)}`,
+  ];
 }
 
 /** The full argv, wrapper first (socket_vmnet_client passes its socket as fd 3). Pure. */
@@ -55,10 +66,7 @@ export function buildQemuArgv(s: QemuSpec): string[] {
     '-m',
     String(s.memoryMiB),
     '-nodefaults',
-    '-drive',
-    `if=pflash,format=raw,unit=0,readonly=on,file=${escapeOpt(s.firmware.code)}`,
-    '-drive',
-    `if=pflash,format=raw,unit=1,file=${escapeOpt(s.firmware.vars)}`,
+    ...firmwareArgs(s.firmware),
     '-drive',
     `if=none,id=disk0,format=qcow2,file=${escapeOpt(s.disk)}`,
     '-device',
