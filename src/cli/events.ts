@@ -42,14 +42,18 @@ export async function fetchTimeline(ctx: Context, vm: VmDefinition): Promise<Sta
   return ((await r.json()) as { events: StackEvent[] }).events;
 }
 
+/** `k=v k=v` */
+function details(ev: StackEvent): string {
+  return Object.entries(ev.detail ?? {})
+    .map(([k, v]) => `${k}=${String(v)}`)
+    .join(' ');
+}
+
 /** `10:02:03.456  +12.3s  dhcp.ack        ip=10.0.0.2 ...` */
 export function formatEvent(ev: StackEvent, first: StackEvent | undefined): string {
   const t = ev.at.slice(11, 23);
   const rel = first ? `+${((Date.parse(ev.at) - Date.parse(first.at)) / 1000).toFixed(1)}s` : '';
-  const detail = Object.entries(ev.detail ?? {})
-    .map(([k, v]) => `${k}=${String(v)}`)
-    .join(' ');
-  return `${t}  ${rel.padStart(8)}  ${ev.type.padEnd(18)} ${detail}`.trimEnd();
+  return `${t}  ${rel.padStart(8)}  ${ev.type.padEnd(18)} ${details(ev)}`.trimEnd();
 }
 
 /** Print the timeline; with `follow`, keep printing until 'ready' or Ctrl-C. */
@@ -91,12 +95,56 @@ export async function showEvents(
   }
 }
 
-/** `vm start --wait` for a PXE VM: wait for a 'ready' event newer than `since`. */
+/** Files under these roots are what a network install loads: kernel, initrds, modules, rootfs. */
+const BOOT_ASSET_RE = /^\/(?:images|initrds)\//;
+
+/**
+ * Why this event means the installation `vm start --wait` waits for cannot succeed, or undefined:
+ * the installer failed, an iPXE step failed, the boot server had an error for a file the boot
+ * needs, or the stack chose not to install the machine at all.
+ */
+export function installBlocker(vm: VmDefinition, ev: StackEvent): string | undefined {
+  const d = ev.detail ?? {};
+  const what = ev.detail && Object.keys(ev.detail).length ? `(${ev.type}: ${details(ev)})` : `(${ev.type})`;
+  switch (ev.type) {
+    case 'installer.failed':
+      return `the installer on ${vm.name} failed ${what}`;
+    case 'ipxe.failed': {
+      const step =
+        d.step === 'kernel'
+          ? 'load the kernel'
+          : d.step === 'initrd'
+            ? `load the initrd${d.file ? ` ${String(d.file)}` : ''}`
+            : d.step === 'boot'
+              ? 'boot the kernel'
+              : `complete step ${String(d.step)}`;
+      return `iPXE on ${vm.name} could not ${step} ${what}`;
+    }
+    case 'http.error':
+      // 416: a range past the end of a file that is there (a resumed download), not a missing file.
+      if (typeof d.path !== 'string' || !BOOT_ASSET_RE.test(d.path) || d.status === 416) return undefined;
+      return `the boot server could not serve ${vm.name} a file its boot needs ${what}`;
+    case 'http.ipxe':
+      if (d.script === 'nothing-to-boot') return `the stack has no distro to install on ${vm.name} ${what}`;
+      if (d.script !== 'local-boot') return undefined;
+      return d.reason === 'disk-vm'
+        ? `${vm.name} is not a PXE VM: the stack does not install it and sent it back to its disk ${what}`
+        : `${vm.name} is installed: the stack sent it to its disk instead of installing it again ${what}`;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * `vm start --wait` for a PXE VM: wait for a 'ready' event newer than `since`; fail as soon as a
+ * newer event says the installation cannot succeed (see `installBlocker`).
+ */
 export async function waitForReady(
   ctx: Context,
   vm: VmDefinition,
   since: Date,
   timeoutMs: number,
+  pollMs = 2000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   log.info(
@@ -110,11 +158,12 @@ export async function waitForReady(
     });
     const fresh = events.filter((e) => Date.parse(e.at) >= since.getTime());
     if (fresh.some((e) => e.type === 'ready')) return;
-    const failed = fresh.find((e) => e.type === 'installer.failed');
-    if (failed)
-      throw new PvmlabError(`the installer on ${vm.name} failed: ${JSON.stringify(failed.detail ?? {})}`);
+    for (const e of fresh) {
+      const blocker = installBlocker(vm, e);
+      if (blocker) throw new PvmlabError(`${blocker}; see: pvmlab vm events ${vm.name}`);
+    }
     if (fresh.length) lastType = fresh[fresh.length - 1]?.type ?? lastType;
-    await new Promise((r) => setTimeout(r, 2000));
+    await new Promise((r) => setTimeout(r, Math.max(0, Math.min(pollMs, deadline - Date.now()))));
   }
   throw new PvmlabError(
     `timed out waiting for ${vm.name} to be ready${lastType ? ` (last: ${lastType})` : ''}`,

@@ -2,9 +2,18 @@ import { createReadStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isAbsolute, join, relative, resolve } from 'node:path';
+import { consoleArg } from '../core/distro-manifest.js';
 import type { VmDefinition } from '../core/vmdef.js';
+import { DistroAssets, shellAssignments } from './assets.js';
 import { targetMetaData, targetNetworkConfig, targetUserData } from './cloudinit.js';
-import { bootScript, installScript, localBootScript, nothingToBootScript } from './ipxe.js';
+import {
+  IPXE_STEPS,
+  bootScript,
+  installScript,
+  localBootScript,
+  nothingToBootScript,
+  type IpxeStep,
+} from './ipxe.js';
 import { normalizeMacKey } from './registry.js';
 import type { Timeline, TimelineEvent } from './timeline.js';
 
@@ -52,6 +61,20 @@ export function cachedExists(ttlMs: number, now: () => number = Date.now): (path
 
 const EVENT_TYPE_RE = /^[a-z][a-z0-9_.-]{0,63}$/;
 const HOST_RE = /^[A-Za-z0-9.:[\]-]{1,255}$/;
+/** iPXE's `${errno}`: an unsigned 32-bit number it prints as `%#lx` (`0x3e11623b`). */
+const IPXE_ERRNO_RE = /^(?:0x)?([0-9a-f]{1,8})$/i;
+/** An initrd name from the install script. */
+const INITRD_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+/** How much of a failed request's path an `http.error` event keeps. */
+const ERROR_PATH_MAX = 256;
+
+/** `0x3e11623b` (or `3e11623b`) -> the code as iPXE prints it and its explanation page. */
+export function ipxeErrno(value: string | null): { errno: string; help: string } | undefined {
+  const m = IPXE_ERRNO_RE.exec(value ?? '');
+  if (!m) return undefined;
+  const hex = (m[1] as string).toLowerCase().padStart(8, '0');
+  return { errno: `0x${hex}`, help: `https://ipxe.org/err/${hex}` };
+}
 
 class HttpError extends Error {
   constructor(
@@ -127,6 +150,7 @@ async function readBody(req: IncomingMessage, max: number): Promise<string> {
 export function createBootServer(o: BootServerOptions): Server {
   const maxBody = o.maxBodyBytes ?? 16 * 1024;
   const exists = cachedExists(o.existsCacheMs ?? 1000);
+  const distros = new DistroAssets(o.imagesDir, o.existsCacheMs ?? 1000, o.log);
   const clientMac = (req: IncomingMessage) => {
     const ip = (req.socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     return o.macForIp?.(ip);
@@ -170,6 +194,10 @@ export function createBootServer(o: BootServerOptions): Server {
     if (range) {
       const r = parseRange(range, st.size);
       if (!r) {
+        record(clientMac(req), 'http.error', {
+          path: `${kind}${rest}`.slice(0, ERROR_PATH_MAX),
+          status: 416,
+        });
         res.writeHead(416, { 'Content-Range': `bytes */${st.size}` });
         res.end();
         return;
@@ -207,42 +235,78 @@ export function createBootServer(o: BootServerOptions): Server {
     if (get && path === '/ipxe') {
       const { mac, vm } = machineFor(url.searchParams.get('mac'));
       const base = baseUrl(req);
+      // Only a PXE VM is ever installed: a disk VM that fell back to the network (`--boot pxe`,
+      // a blank or broken disk) goes back to its disk, reinstall marker or not.
+      if (vm.pxeboot !== true) {
+        record(mac, 'http.ipxe', { script: 'local-boot', reason: 'disk-vm' });
+        return send(res, 200, localBootScript(vm, 'disk-vm'));
+      }
       const installed = o.timeline.last(mac, 'ready') !== undefined;
       const reinstall = exists(join(o.vmsDir, `${vm.name}.reinstall`));
       if (installed && !reinstall) {
-        record(mac, 'http.ipxe', { script: 'local-boot' });
-        return send(res, 200, localBootScript(vm));
+        record(mac, 'http.ipxe', { script: 'local-boot', reason: 'installed' });
+        return send(res, 200, localBootScript(vm, 'installed'));
       }
-      if (!vm.distro || !vm.kernel) {
+      // A pulled distro's manifest names its kernel and modules; a definition's `kernel` covers
+      // assets placed by hand.
+      const m = vm.distro ? distros.manifest(vm.distro, vm.arch) : undefined;
+      const kernel = m?.kernel ?? vm.kernel;
+      if (!vm.distro || !kernel) {
         // 200, not 404: iPXE prints a script's echo, but only an error code for a 404.
         record(mac, 'http.ipxe', { script: 'nothing-to-boot' });
         return send(res, 200, nothingToBootScript(vm));
       }
       const assets = `${base}/images/${vm.distro}/${vm.arch}`;
       const initrds = [{ name: 'initrd.gz', url: `${base}/initrds/${vm.arch}/initrd.gz` }];
-      if (exists(join(o.imagesDir, vm.distro, vm.arch, 'modules.cpio.gz')))
-        initrds.push({ name: 'modules.cpio.gz', url: `${assets}/modules.cpio.gz` });
+      const modules = m ? m.modules : 'modules.cpio.gz';
+      if (modules && exists(join(o.imagesDir, vm.distro, vm.arch, modules)))
+        initrds.push({ name: modules, url: `${assets}/${modules}` });
       record(mac, 'http.ipxe', { script: 'install' });
-      return send(res, 200, installScript({ vm, mac, base, kernel: `${assets}/${vm.kernel}`, initrds }));
+      return send(res, 200, installScript({ vm, mac, base, kernel: `${assets}/${kernel}`, initrds }));
+    }
+    if (get && path === '/ipxe/failed') {
+      // The install script's report of a failed step, with iPXE's error code.
+      const { mac } = machineFor(url.searchParams.get('mac'));
+      const step = url.searchParams.get('step') ?? '';
+      if (!(IPXE_STEPS as readonly string[]).includes(step))
+        throw new HttpError(400, `step must be one of ${IPXE_STEPS.join(', ')}`);
+      const code = ipxeErrno(url.searchParams.get('errno'));
+      if (!code) throw new HttpError(400, "errno must be iPXE's ${errno}, a hex number such as 0x3e11623b");
+      const file = url.searchParams.get('file');
+      if (file !== null && (step !== 'initrd' || !INITRD_NAME_RE.test(file)))
+        throw new HttpError(400, 'file must be the name of an initrd, with step=initrd');
+      record(mac, 'ipxe.failed', { step: step as IpxeStep, ...(file !== null ? { file } : {}), ...code });
+      // 200 and empty: iPXE's imgfetch succeeds, the script frees the image and goes to its shell.
+      return send(res, 200, '');
     }
     const config = /^\/config\/([^/]+)$/.exec(path);
     if (get && config) {
       const { mac, vm } = machineFor(config[1]);
       const base = baseUrl(req);
       const assets = `${base}/images/${vm.distro ?? ''}/${vm.arch}`;
+      // A pulled distro's manifest says where its root file system is and in which format.
+      const m = vm.distro ? distros.manifest(vm.distro, vm.arch) : undefined;
+      const kernel = m?.kernel ?? vm.kernel;
       record(mac, 'http.config');
-      return sendJson(res, 200, {
+      const cfg = {
         name: vm.name,
         mac,
         arch: vm.arch,
         distro: vm.distro ?? null,
         cloud_init_url: `${base}/cloud-init/${vm.name}`,
-        rootfs_url: `${assets}/rootfs.tar.gz`,
-        kmods_url: `${assets}/modules.cpio.gz`,
-        kernel_url: vm.kernel ? `${assets}/${vm.kernel}` : null,
+        rootfs_url: `${assets}/${m?.rootfs ?? 'rootfs.tar.gz'}`,
+        rootfs_format: m?.rootfs_format ?? 'tar.gz',
+        rootfs_bytes: m?.rootfs_bytes ?? 0,
+        kmods_url: `${assets}/${m?.modules ?? 'modules.cpio.gz'}`,
+        kernel_url: kernel ? `${assets}/${kernel}` : null,
+        // The installed system's kernel arguments: its console, nothing of the installer's.
+        kernel_cmdline: consoleArg(vm.arch),
         events_url: `${base}/api/machines/${mac}/events`,
         reboot_on_success: !exists(join(o.vmsDir, `${vm.name}.noreboot`)),
-      });
+      };
+      // The installer is busybox sh: it sources `KEY='value'` lines rather than parse JSON.
+      if (url.searchParams.get('format') === 'sh') return send(res, 200, shellAssignments('PVMLAB_', cfg));
+      return sendJson(res, 200, cfg);
     }
     const ci = /^\/cloud-init\/([^/]+)\/([^/]+)$/.exec(path);
     if (get && ci) {
@@ -342,12 +406,30 @@ export function createBootServer(o: BootServerOptions): Server {
     throw new HttpError(404, `no route for ${method} ${path}`);
   }
 
+  /** A client that is a known machine got an error answer: on its timeline, with the path it asked for. */
+  const recordError = (req: IncomingMessage, status: number) => {
+    try {
+      const mac = clientMac(req);
+      if (!mac) return;
+      let path: string;
+      try {
+        path = new URL(req.url ?? '/', 'http://stack').pathname;
+      } catch {
+        path = (req.url ?? '').split('?')[0] ?? '';
+      }
+      record(mac, 'http.error', { path: path.slice(0, ERROR_PATH_MAX), status });
+    } catch (err) {
+      o.log?.(`http: cannot record the error of ${req.method} ${req.url}: ${(err as Error).message}`);
+    }
+  };
+
   return createServer((req, res) => {
     route(req, res).catch((err: unknown) => {
       const status = err instanceof HttpError ? err.status : 500;
       const msg = err instanceof Error ? err.message : String(err);
       if (status === 500) o.log?.(`http: ${req.method} ${req.url}: ${msg}`);
       if (res.headersSent) return void res.destroy();
+      recordError(req, status);
       // Plain text so iPXE's console shows something useful for a 404.
       send(res, status, `pvmlab stack: ${msg}\n`);
       if (status === 413) req.destroy();

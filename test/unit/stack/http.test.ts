@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,7 +14,7 @@ import {
   safeJoin,
   type MachineLookup,
 } from '../../../src/stack/http.js';
-import { bootScript } from '../../../src/stack/ipxe.js';
+import { bootScript, installScript } from '../../../src/stack/ipxe.js';
 import { normalizeMacKey } from '../../../src/stack/registry.js';
 import { Timeline, type TimelineEvent } from '../../../src/stack/timeline.js';
 
@@ -56,6 +57,20 @@ const pxe2: VmDefinition = {
 };
 const bare: VmDefinition = { name: 'bare', role: 'target', arch: 'x86_64', mac: BARE_MAC };
 const VMS = [bare, provisioner, pxe1, pxe2];
+/** A disk VM made from a distro's cloud image: it has a distro (and a kernel), but no pxeboot. */
+const WEB1_MAC = '52:54:00:aa:bb:07';
+const web1: VmDefinition = {
+  name: 'web1',
+  role: 'target',
+  arch: 'x86_64',
+  ip: '10.217.0.7',
+  mac: WEB1_MAC,
+  distro: 'ubuntu-24.04',
+  kernel: 'vmlinuz',
+};
+/** A PXE VM created without a distro. */
+const EMPTY_MAC = '52:54:00:aa:bb:08';
+const empty: VmDefinition = { name: 'empty', role: 'target', arch: 'x86_64', mac: EMPTY_MAC, pxeboot: true };
 
 /** A MachineLookup over a fixed list, as the registry would answer. */
 function lookup(vms: VmDefinition[], boom?: string): MachineLookup {
@@ -86,6 +101,8 @@ interface Lab {
 
 interface LabOptions {
   clientMac?: string;
+  /** The lab's VMs (default VMS). */
+  vms?: VmDefinition[];
   maxBodyBytes?: number;
   big?: boolean;
 }
@@ -117,7 +134,7 @@ async function startLab(t: After, opts: LabOptions = {}): Promise<Lab> {
   const logs: string[] = [];
   const macForIpCalls: string[] = [];
   const server = createBootServer({
-    machines: lookup(VMS, '52:54:00:de:ad:00'),
+    machines: lookup(opts.vms ?? VMS, '52:54:00:de:ad:00'),
     timeline,
     imagesDir,
     initrdsDir,
@@ -257,7 +274,9 @@ test('/boot.ipxe, recorded for the client MAC found through macForIp', async (t)
   const res = await req(lab, '/boot.ipxe');
   assertText(res, 200, bootScript());
   assert.ok(res.text.startsWith('#!ipxe\n'));
-  assert.ok(res.text.includes('chain http://${next-server}/ipxe?mac=${mac:hexhyp}'));
+  assert.ok(res.text.includes('chain http://${next-server}/ipxe?mac=${mac:hexhyp} || goto failed\nexit\n'));
+  // A machine's script that left iPXE on purpose (local boot) is not "no boot script": leave quietly.
+  assert.ok(res.text.includes('\nisset ${pvmlab-exit} && exit 1 ||\necho pvmlab: no boot script for ${mac}'));
   assert.deepEqual(evs(lab.timeline, PXE2_MAC), [
     { mac: PXE2_MAC, type: 'http.boot-script', source: 'http' },
   ]);
@@ -272,6 +291,16 @@ test('an unknown client address records nothing', async (t) => {
   assert.deepEqual(lab.macForIpCalls, ['127.0.0.1', '127.0.0.1']);
 });
 
+/** The lines of a failed step's label: report it (iPXE's last error code included), then the shell. */
+function reportLines(b: string, mac: string, label: string, query: string): string[] {
+  return [
+    `:${label}`,
+    `imgfetch --name pvmlab-report ${b}/ipxe/failed?mac=${mac}&${query}&errno=\${errno}` +
+      ' && imgfree pvmlab-report ||',
+    'goto failed',
+  ];
+}
+
 function installScriptFor(host: string, vm: 'pxe1' | 'pxe2'): string {
   const b = `http://${host}`;
   if (vm === 'pxe1')
@@ -280,12 +309,16 @@ function installScriptFor(host: string, vm: 'pxe1' | 'pxe2'): string {
       `echo pvmlab: pxe1 (${PXE1_MAC}) ubuntu-24.04 x86_64`,
       `kernel ${b}/images/ubuntu-24.04/x86_64/vmlinuz initrd=initrd.gz initrd=modules.cpio.gz ip=dhcp` +
         ` console=ttyS0,115200 config_url=${b}/config/${PXE1_MAC}` +
-        ` pvmlab_events=${b}/api/machines/${PXE1_MAC}/events || goto failed`,
-      `initrd --name initrd.gz ${b}/initrds/x86_64/initrd.gz || goto failed`,
-      `initrd --name modules.cpio.gz ${b}/images/ubuntu-24.04/x86_64/modules.cpio.gz || goto failed`,
-      'boot || goto failed',
+        ` pvmlab_events=${b}/api/machines/${PXE1_MAC}/events || goto failed-kernel`,
+      `initrd --name initrd.gz ${b}/initrds/x86_64/initrd.gz || goto failed-initrd-1`,
+      `initrd --name modules.cpio.gz ${b}/images/ubuntu-24.04/x86_64/modules.cpio.gz || goto failed-initrd-2`,
+      'boot || goto failed-boot',
+      ...reportLines(b, PXE1_MAC, 'failed-boot', 'step=boot'),
+      ...reportLines(b, PXE1_MAC, 'failed-kernel', 'step=kernel'),
+      ...reportLines(b, PXE1_MAC, 'failed-initrd-1', 'step=initrd&file=initrd.gz'),
+      ...reportLines(b, PXE1_MAC, 'failed-initrd-2', 'step=initrd&file=modules.cpio.gz'),
       ':failed',
-      'echo pvmlab: boot of pxe1 failed; dropping to the iPXE shell',
+      'echo pvmlab: boot of pxe1 failed (see: pvmlab vm events pxe1); dropping to the iPXE shell',
       'shell',
       '',
     ].join('\n');
@@ -294,11 +327,14 @@ function installScriptFor(host: string, vm: 'pxe1' | 'pxe2'): string {
     `echo pvmlab: pxe2 (${PXE2_MAC}) debian-12 aarch64`,
     `kernel ${b}/images/debian-12/aarch64/linux initrd=initrd.gz ip=dhcp` +
       ` console=ttyAMA0,115200 config_url=${b}/config/${PXE2_MAC}` +
-      ` pvmlab_events=${b}/api/machines/${PXE2_MAC}/events || goto failed`,
-    `initrd --name initrd.gz ${b}/initrds/aarch64/initrd.gz || goto failed`,
-    'boot || goto failed',
+      ` pvmlab_events=${b}/api/machines/${PXE2_MAC}/events || goto failed-kernel`,
+    `initrd --name initrd.gz ${b}/initrds/aarch64/initrd.gz || goto failed-initrd-1`,
+    'boot || goto failed-boot',
+    ...reportLines(b, PXE2_MAC, 'failed-boot', 'step=boot'),
+    ...reportLines(b, PXE2_MAC, 'failed-kernel', 'step=kernel'),
+    ...reportLines(b, PXE2_MAC, 'failed-initrd-1', 'step=initrd&file=initrd.gz'),
     ':failed',
-    'echo pvmlab: boot of pxe2 failed; dropping to the iPXE shell',
+    'echo pvmlab: boot of pxe2 failed (see: pvmlab vm events pxe2); dropping to the iPXE shell',
     'shell',
     '',
   ].join('\n');
@@ -336,19 +372,48 @@ test('/ipxe: unknown MAC 404, malformed 400 (plain text for the iPXE console)', 
   assert.deepEqual(lab.timeline.macs(), []);
 });
 
-test('/ipxe: a VM without a distro gets a script that says so on its console', async (t) => {
-  const lab = await startLab(t);
-  const r = await req(lab, `/ipxe?mac=${BARE_MAC}`);
+test('/ipxe: a PXE VM without a distro gets a script that says so on its console', async (t) => {
+  const lab = await startLab(t, { vms: [...VMS, empty] });
+  const r = await req(lab, `/ipxe?mac=${EMPTY_MAC}`);
   assert.equal(r.status, 200);
   const body = r.body.toString();
   assert.match(
     body,
-    /^#!ipxe\necho pvmlab: bare has no distro to install \(create it with: pvmlab vm create bare --pxeboot --distro <name>\)\n/,
+    /^#!ipxe\necho pvmlab: empty has no distro to install \(create it with: pvmlab vm create empty --pxeboot --distro <name>\)\n/,
   );
-  assert.match(body, /\nexit 1\n$/);
-  assert.deepEqual(evs(lab.timeline, BARE_MAC), [
-    { mac: BARE_MAC, type: 'http.ipxe', source: 'http', detail: { script: 'nothing-to-boot' } },
+  assert.match(body, /\nset pvmlab-exit 1\nsleep 5\nexit 1\n$/);
+  assert.deepEqual(evs(lab.timeline, EMPTY_MAC), [
+    { mac: EMPTY_MAC, type: 'http.ipxe', source: 'http', detail: { script: 'nothing-to-boot' } },
   ]);
+});
+
+test('/ipxe: a disk VM never gets the install script, not even with <name>.reinstall', async (t) => {
+  const lab = await startLab(t, { vms: [...VMS, web1] });
+  const diskVmScript = (name: string) =>
+    '#!ipxe\n' +
+    `echo pvmlab: ${name} is a disk VM (not created with --pxeboot): the stack does not install it;` +
+    ' booting from its disk\nset pvmlab-exit 1\nexit 1\n';
+  // web1 came from a cloud image: it has a distro and a kernel, and a PXE fallback must not wipe it.
+  assertText(await req(lab, `/ipxe?mac=${WEB1_MAC}`), 200, diskVmScript('web1'));
+  writeFileSync(join(lab.vmsDir, 'web1.reinstall'), '');
+  assertText(await req(lab, `/ipxe?mac=${WEB1_MAC}`), 200, diskVmScript('web1'));
+  // Without a distro, and the provisioner: the same answer (not "nothing to boot").
+  writeFileSync(join(lab.vmsDir, 'bare.reinstall'), '');
+  assertText(await req(lab, `/ipxe?mac=${BARE_MAC}`), 200, diskVmScript('bare'));
+  assertText(await req(lab, `/ipxe?mac=${PROV_MAC}`), 200, diskVmScript('provisioner'));
+  const localBoot = { script: 'local-boot', reason: 'disk-vm' };
+  assert.deepEqual(evs(lab.timeline, WEB1_MAC), [
+    { mac: WEB1_MAC, type: 'http.ipxe', source: 'http', detail: localBoot },
+    { mac: WEB1_MAC, type: 'http.ipxe', source: 'http', detail: localBoot },
+  ]);
+  assert.deepEqual(evs(lab.timeline, BARE_MAC), [
+    { mac: BARE_MAC, type: 'http.ipxe', source: 'http', detail: localBoot },
+  ]);
+  assert.deepEqual(evs(lab.timeline, PROV_MAC), [
+    { mac: PROV_MAC, type: 'http.ipxe', source: 'http', detail: localBoot },
+  ]);
+  // A PXE VM with the same distro is still installed.
+  assertText(await req(lab, `/ipxe?mac=${PXE1_MAC}`), 200, installScriptFor(`127.0.0.1:${lab.port}`, 'pxe1'));
 });
 
 test('/ipxe: a ready machine boots locally unless <name>.reinstall exists', async (t) => {
@@ -358,10 +423,16 @@ test('/ipxe: a ready machine boots locally unless <name>.reinstall exists', asyn
   assertText(
     local,
     200,
-    '#!ipxe\necho pvmlab: pxe1 is installed; booting from its disk (ask for a reinstall to install again)\nexit 1\n',
+    '#!ipxe\necho pvmlab: pxe1 is installed; booting from its disk (ask for a reinstall to install again)\n' +
+      'set pvmlab-exit 1\nexit 1\n',
   );
   assert.deepEqual(evs(lab.timeline, PXE1_MAC).slice(1), [
-    { mac: PXE1_MAC, type: 'http.ipxe', source: 'http', detail: { script: 'local-boot' } },
+    {
+      mac: PXE1_MAC,
+      type: 'http.ipxe',
+      source: 'http',
+      detail: { script: 'local-boot', reason: 'installed' },
+    },
   ]);
   // Other machines are not affected.
   assert.equal(
@@ -376,6 +447,196 @@ test('/ipxe: a ready machine boots locally unless <name>.reinstall exists', asyn
   assert.equal((await req(lab, `/ipxe?mac=${PXE1_MAC}`)).text, local.text);
 });
 
+test('installScript: each failing step jumps to its own label, which reports it before the shell', () => {
+  const script = installScript({
+    vm: pxe1,
+    mac: PXE1_MAC,
+    base: 'http://10.217.0.1',
+    kernel: 'http://10.217.0.1/images/ubuntu-24.04/x86_64/vmlinuz',
+    initrds: [
+      { name: 'initrd.gz', url: 'http://10.217.0.1/initrds/x86_64/initrd.gz' },
+      { name: 'modules.cpio.gz', url: 'http://10.217.0.1/images/ubuntu-24.04/x86_64/modules.cpio.gz' },
+    ],
+  });
+  const lines = script.split('\n');
+  const labels = lines.filter((l) => l.startsWith(':')).map((l) => l.slice(1));
+  assert.deepEqual(labels, ['failed-boot', 'failed-kernel', 'failed-initrd-1', 'failed-initrd-2', 'failed']);
+  // Every goto has its label; each step its own.
+  const gotos = [...script.matchAll(/goto (\S+)/g)].map((m) => m[1] as string);
+  for (const g of gotos) assert.ok(labels.includes(g), `label :${g}`);
+  assert.match(
+    script,
+    /\nkernel \S+ initrd=initrd\.gz initrd=modules\.cpio\.gz ip=dhcp .* \|\| goto failed-kernel\n/,
+  );
+  assert.match(script, /\ninitrd --name initrd\.gz \S+ \|\| goto failed-initrd-1\n/);
+  assert.match(script, /\ninitrd --name modules\.cpio\.gz \S+ \|\| goto failed-initrd-2\n/);
+  assert.match(script, /\nboot \|\| goto failed-boot\n/);
+  // The reports: iPXE's ${errno} (expanded by iPXE), fetched as a named image that is freed again;
+  // a report that cannot be sent does not stop the script before the shell.
+  const reports = lines.filter((l) => l.startsWith('imgfetch '));
+  assert.deepEqual(
+    reports.map((l) => new URL(l.split(' ')[3] as string).search),
+    [
+      `?mac=${PXE1_MAC}&step=boot&errno=\${errno}`,
+      `?mac=${PXE1_MAC}&step=kernel&errno=\${errno}`,
+      `?mac=${PXE1_MAC}&step=initrd&file=initrd.gz&errno=\${errno}`,
+      `?mac=${PXE1_MAC}&step=initrd&file=modules.cpio.gz&errno=\${errno}`,
+    ],
+  );
+  for (const l of reports) {
+    assert.match(
+      l,
+      /^imgfetch --name pvmlab-report http:\/\/10\.217\.0\.1\/ipxe\/failed\?\S+ && imgfree pvmlab-report \|\|$/,
+    );
+    assert.equal(lines[lines.indexOf(l) + 1], 'goto failed');
+  }
+  assert.deepEqual(lines.slice(-3), [
+    'echo pvmlab: boot of pxe1 failed (see: pvmlab vm events pxe1); dropping to the iPXE shell',
+    'shell',
+    '',
+  ]);
+});
+
+test('/ipxe/failed: records ipxe.failed with the step, the error code and its ipxe.org page', async (t) => {
+  const lab = await startLab(t);
+  const r = await req(lab, `/ipxe/failed?mac=${PXE1_MAC.replaceAll(':', '-')}&step=kernel&errno=0x2d0c618e`);
+  assertText(r, 200, '');
+  assert.equal(r.headers['content-length'], '0');
+  assertText(
+    await req(lab, `/ipxe/failed?mac=${PXE1_MAC}&step=initrd&file=modules.cpio.gz&errno=0x3E11623B`),
+    200,
+    '',
+  );
+  // Short codes are iPXE's %#lx without leading zeros; the page has all eight digits.
+  assertText(await req(lab, `/ipxe/failed?mac=${PXE1_MAC}&step=boot&errno=0x1`), 200, '');
+  assert.deepEqual(evs(lab.timeline, PXE1_MAC), [
+    {
+      mac: PXE1_MAC,
+      type: 'ipxe.failed',
+      source: 'http',
+      detail: { step: 'kernel', errno: '0x2d0c618e', help: 'https://ipxe.org/err/2d0c618e' },
+    },
+    {
+      mac: PXE1_MAC,
+      type: 'ipxe.failed',
+      source: 'http',
+      detail: {
+        step: 'initrd',
+        file: 'modules.cpio.gz',
+        errno: '0x3e11623b',
+        help: 'https://ipxe.org/err/3e11623b',
+      },
+    },
+    {
+      mac: PXE1_MAC,
+      type: 'ipxe.failed',
+      source: 'http',
+      detail: { step: 'boot', errno: '0x00000001', help: 'https://ipxe.org/err/00000001' },
+    },
+  ]);
+
+  // Unknown machine 404, malformed input 400; nothing recorded.
+  assertText(
+    await req(lab, '/ipxe/failed?mac=52:54:00:00:00:99&step=kernel&errno=0x1'),
+    404,
+    'pvmlab stack: no VM with MAC 52:54:00:00:00:99 in this lab\n',
+  );
+  assertText(
+    await req(lab, '/ipxe/failed?mac=xx&step=kernel&errno=0x1'),
+    400,
+    "pvmlab stack: malformed MAC address 'xx'\n",
+  );
+  const badStep = 'pvmlab stack: step must be one of kernel, initrd, boot\n';
+  const badErrno = "pvmlab stack: errno must be iPXE's ${errno}, a hex number such as 0x3e11623b\n";
+  const badFile = 'pvmlab stack: file must be the name of an initrd, with step=initrd\n';
+  const q = `/ipxe/failed?mac=${PXE1_MAC}`;
+  for (const [query, want] of [
+    ['&errno=0x1', badStep],
+    ['&step=&errno=0x1', badStep],
+    ['&step=shell&errno=0x1', badStep],
+    ['&step=KERNEL&errno=0x1', badStep],
+    [`&step=${'k'.repeat(5000)}&errno=0x1`, badStep],
+    ['&step=kernel', badErrno],
+    ['&step=kernel&errno=', badErrno],
+    ['&step=kernel&errno=${errno}', badErrno],
+    ['&step=kernel&errno=0x123456789', badErrno],
+    ['&step=kernel&errno=-1', badErrno],
+    ['&step=kernel&errno=0xzz', badErrno],
+    ['&step=kernel&errno=0x1%0Aecho', badErrno],
+    ['&step=kernel&file=initrd.gz&errno=0x1', badFile],
+    ['&step=initrd&file=&errno=0x1', badFile],
+    ['&step=initrd&file=../x&errno=0x1', badFile],
+    ['&step=initrd&file=a%20b&errno=0x1', badFile],
+    [`&step=initrd&file=${'f'.repeat(65)}&errno=0x1`, badFile],
+  ] as const)
+    assertText(await req(lab, `${q}${query}`), 400, want);
+  assert.equal(lab.timeline.list(PXE1_MAC).length, 3);
+  assert.deepEqual(lab.timeline.macs(), [PXE1_MAC]);
+});
+
+test('errors answered to a known client are http.error events with the path and status; others record nothing', async (t) => {
+  const lab = await startLab(t, { clientMac: PXE1_MAC });
+  const missing = '/images/ubuntu-24.04/x86_64/rootfs.tar.gz';
+  assert.equal((await req(lab, missing)).status, 404);
+  assert.equal((await req(lab, '/initrds/aarch64/initrd.gz', { method: 'HEAD' })).status, 404);
+  assert.equal((await req(lab, '/images/..%2fsecret')).status, 403);
+  assert.equal((await req(lab, '/images/vmlinuz%00')).status, 400);
+  assert.equal((await req(lab, '/ipxe/failed?mac=52:54:00:00:00:99&step=kernel&errno=0x1')).status, 404);
+  assert.equal((await req(lab, `/ipxe/failed?mac=${PXE1_MAC}&step=nope&errno=0x1`)).status, 400);
+  assert.equal((await req(lab, '/nope')).status, 404);
+  assert.equal(
+    (await req(lab, `/api/machines/${PXE1_MAC}/events`, { method: 'POST', body: '{' })).status,
+    400,
+  );
+  // Successes are their usual events, not errors.
+  assert.equal((await req(lab, '/images/ubuntu-24.04/x86_64/vmlinuz')).status, 200);
+  assert.deepEqual(evs(lab.timeline, PXE1_MAC), [
+    { mac: PXE1_MAC, type: 'http.error', source: 'http', detail: { path: missing, status: 404 } },
+    {
+      mac: PXE1_MAC,
+      type: 'http.error',
+      source: 'http',
+      detail: { path: '/initrds/aarch64/initrd.gz', status: 404 },
+    },
+    {
+      mac: PXE1_MAC,
+      type: 'http.error',
+      source: 'http',
+      detail: { path: '/images/..%2fsecret', status: 403 },
+    },
+    {
+      mac: PXE1_MAC,
+      type: 'http.error',
+      source: 'http',
+      detail: { path: '/images/vmlinuz%00', status: 400 },
+    },
+    { mac: PXE1_MAC, type: 'http.error', source: 'http', detail: { path: '/ipxe/failed', status: 404 } },
+    { mac: PXE1_MAC, type: 'http.error', source: 'http', detail: { path: '/ipxe/failed', status: 400 } },
+    { mac: PXE1_MAC, type: 'http.error', source: 'http', detail: { path: '/nope', status: 404 } },
+    {
+      mac: PXE1_MAC,
+      type: 'http.error',
+      source: 'http',
+      detail: { path: `/api/machines/${PXE1_MAC}/events`, status: 400 },
+    },
+    {
+      mac: PXE1_MAC,
+      type: 'http.image',
+      source: 'http',
+      detail: { path: '/images/ubuntu-24.04/x86_64/vmlinuz', bytes: 100 },
+    },
+  ]);
+  // A very long path is cut.
+  await req(lab, `/images/${'x'.repeat(1000)}`);
+  assert.equal(lab.timeline.last(PXE1_MAC, 'http.error')?.detail?.path, `/images/${'x'.repeat(248)}`);
+
+  // A client the stack cannot map to a machine: nothing is recorded.
+  const other = await startLab(t);
+  assert.equal((await req(other, missing)).status, 404);
+  assert.equal((await req(other, '/nope')).status, 404);
+  assert.deepEqual(other.timeline.macs(), []);
+});
+
 test('/config/<mac>: installer configuration; reboot_on_success off with <name>.noreboot', async (t) => {
   const lab = await startLab(t);
   const res = await req(lab, '/config/BE-B9-F9-8B-F5-EE', { headers: { Host: '10.217.0.1' } });
@@ -387,9 +648,13 @@ test('/config/<mac>: installer configuration; reboot_on_success off with <name>.
     arch: 'x86_64',
     distro: 'ubuntu-24.04',
     cloud_init_url: `${b}/cloud-init/pxe1`,
+    // No manifest (assets placed by hand): the original tool's layout.
     rootfs_url: `${b}/images/ubuntu-24.04/x86_64/rootfs.tar.gz`,
+    rootfs_format: 'tar.gz',
+    rootfs_bytes: 0,
     kmods_url: `${b}/images/ubuntu-24.04/x86_64/modules.cpio.gz`,
     kernel_url: `${b}/images/ubuntu-24.04/x86_64/vmlinuz`,
+    kernel_cmdline: 'console=ttyS0,115200',
     events_url: `${b}/api/machines/${PXE1_MAC}/events`,
     reboot_on_success: true,
   };
@@ -412,6 +677,70 @@ test('/config/<mac>: installer configuration; reboot_on_success off with <name>.
     await req(lab, '/config/52:54:00:00:00:99'),
     404,
     'pvmlab stack: no VM with MAC 52:54:00:00:00:99 in this lab\n',
+  );
+});
+
+test('a pulled distro: /config and /ipxe follow its manifest; ?format=sh is the same config for busybox sh', async (t) => {
+  const lab = await startLab(t);
+  const dir = join(lab.dir, 'images', 'debian-12', 'aarch64');
+  writeFileSync(
+    join(dir, 'manifest.json'),
+    JSON.stringify({
+      schema_version: 1,
+      distro: 'debian-12',
+      arch: 'aarch64',
+      kernel: 'vmlinuz',
+      modules: 'modules.cpio.gz',
+      rootfs: 'rootfs.ext4.zst',
+      rootfs_format: 'ext4.zst',
+      rootfs_bytes: 4242,
+      source: 'test',
+      created: '2026-12-01T00:00:00Z',
+      sha256: {},
+    }),
+  );
+  writeFileSync(join(dir, 'modules.cpio.gz'), 'arm modules');
+  const b = 'http://10.217.0.1';
+  const cfg = json(await req(lab, `/config/${PXE2_MAC}`, { headers: { Host: '10.217.0.1' } }));
+  assert.equal(cfg.rootfs_url, `${b}/images/debian-12/aarch64/rootfs.ext4.zst`);
+  assert.equal(cfg.rootfs_format, 'ext4.zst');
+  assert.equal(cfg.rootfs_bytes, 4242);
+  assert.equal(
+    cfg.kernel_url,
+    `${b}/images/debian-12/aarch64/vmlinuz`,
+    "the manifest's kernel, not the definition's",
+  );
+  assert.equal(cfg.kernel_cmdline, 'console=ttyAMA0,115200');
+  const ipxe = await req(lab, `/ipxe?mac=${PXE2_MAC}`, { headers: { Host: '10.217.0.1' } });
+  assert.match(
+    ipxe.body.toString(),
+    new RegExp(`kernel ${b}/images/debian-12/aarch64/vmlinuz initrd=initrd.gz initrd=modules.cpio.gz `),
+  );
+  const sh = await req(lab, `/config/${PXE2_MAC}?format=sh`, { headers: { Host: '10.217.0.1' } });
+  assert.equal(sh.status, 200);
+  const out = execFileSync(
+    'busybox',
+    [
+      'sh',
+      '-c',
+      `${sh.body.toString()}\nprintf '%s|' "$PVMLAB_NAME" "$PVMLAB_ROOTFS_FORMAT" "$PVMLAB_ROOTFS_BYTES" "$PVMLAB_REBOOT_ON_SUCCESS" "$PVMLAB_KERNEL_CMDLINE"`,
+    ],
+    {
+      encoding: 'utf8',
+    },
+  );
+  assert.equal(out, 'pxe2|ext4.zst|4242|true|console=ttyAMA0,115200|');
+});
+
+test('/ipxe for a PXE VM whose distro is not pulled says how to pull it', async (t) => {
+  const lab = await startLab(t, {
+    vms: [{ ...pxe2, name: 'fresh', mac: '52:54:00:aa:bb:09', distro: 'debian-12', kernel: undefined }],
+  });
+  const r = await req(lab, '/ipxe?mac=52:54:00:aa:bb:09');
+  assert.equal(r.status, 200);
+  assert.match(
+    r.body.toString(),
+    /fresh's distro debian-12 \(aarch64\) is not pulled \(run: pvmlab distro pull --distro debian-12 --arch aarch64\)/,
   );
 });
 
@@ -508,7 +837,7 @@ test('static files: GET, HEAD, ranges, 416, and the recorded event', async (t) =
   assert.equal(empty.headers['content-length'], '0');
   assert.equal(empty.body.length, 0);
 
-  // One event per served (or HEAD) request; 416s are not recorded.
+  // One event per served (or HEAD) request; a 416 is an http.error.
   const types = evs(lab.timeline, PXE1_MAC).map((e) => e.type);
   assert.deepEqual(types, [
     'http.image',
@@ -517,11 +846,15 @@ test('static files: GET, HEAD, ranges, 416, and the recorded event', async (t) =
     'http.image',
     'http.image',
     'http.image',
+    'http.error',
+    'http.error',
+    'http.error',
     'http.initrd',
     'http.image',
   ]);
   assert.deepEqual(lab.timeline.list(PXE1_MAC)[0]?.detail, { path, bytes: 100 });
-  assert.deepEqual(lab.timeline.list(PXE1_MAC)[6]?.detail, { path: '/initrds/x86_64/initrd.gz', bytes: 16 });
+  assert.deepEqual(lab.timeline.list(PXE1_MAC)[6]?.detail, { path, status: 416 });
+  assert.deepEqual(lab.timeline.list(PXE1_MAC)[9]?.detail, { path: '/initrds/x86_64/initrd.gz', bytes: 16 });
 });
 
 test('static files: traversal 403, NUL 400, bad encoding 400, missing or directory 404', async (t) => {
