@@ -7,12 +7,15 @@ set -euo pipefail
 RUNTIME=(
   qemu-system-x86 qemu-system-arm qemu-utils # QEMU for x86_64 and aarch64 guests, qemu-img
   ovmf qemu-efi-aarch64                      # UEFI firmware (OVMF, AAVMF)
-  openssh-client iproute2                    # vm shell/copy; bridge and TAP devices
+  openssh-client iproute2 procps             # vm shell/copy; bridge and TAP devices; pgrep
   dnsmasq-base ipxe                          # the pxeboot stack natively: DHCP/DNS/TFTP, iPXE binaries
+  mmdebstrap e2fsprogs zstd                  # distro pull: debian-12 built here, an ext4 image, zstd
+  cpio gzip binutils xz-utils                # the installer initrd (readelf), root tarballs
+  qemu-user-static binfmt-support arch-test  # ...and an aarch64 root file system on an x86_64 host
 )
 TEST=(
   xorriso                                     # reads back the seed ISOs we write
-  cpio                                        # reads back the initramfs archives we write
+  shellcheck                                  # lint of the installer's shell scripts
   busybox-static linux-image-cloud-amd64      # a tiny real guest OS for lifecycle tests
   grub-efi-amd64-bin mtools gdisk e2fsprogs   # ...on a UEFI-bootable disk built without mounting
   mmdebstrap                                  # a real Debian cloud image (cloud-init, sshd) for disk-VM tests
@@ -30,9 +33,30 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-echo "install-deps: installed ${#pkgs[@]} packages"
+# Everything already installed: nothing to fetch, so this works offline (a second quickstart).
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "install-deps: installed ${#missing[@]} packages (${missing[*]})"
+else
+  echo "install-deps: all ${#pkgs[@]} packages present"
+fi
+
+# Foreign-architecture root file systems run the other architecture's programs through
+# qemu-user: binfmt_misc must be mounted and the aarch64 interpreter registered.
+if ! grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 && [[ $(uname -m) != aarch64 ]]; then
+  mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+  update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+  if grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+    echo "install-deps: binfmt_misc runs aarch64 programs through qemu-aarch64-static"
+  else
+    echo "install-deps: warning: cannot register qemu-aarch64 in binfmt_misc; aarch64 distros cannot be built here" >&2
+  fi
+fi
 
 here=$(cd "$(dirname "$0")" && pwd)
 # Debian 12's ipxe has no arm64 build; Debian 13's (architecture: all) does. Take only that file,

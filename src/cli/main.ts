@@ -5,6 +5,7 @@ import { log } from '../core/log.js';
 import { labDirs } from '../core/paths.js';
 import { bashCompletion, commandTree, fishCompletion, zshCompletion } from './completion.js';
 import { defaultContext, type Context } from './context.js';
+import { distroCommand } from './distro.js';
 import { networkCommand, socketVmnetCommand, systemCommand } from './network.js';
 import { cleanCommand, setupCommand } from './setup.js';
 import { stackCommand } from './stack.js';
@@ -28,6 +29,7 @@ export function buildProgram(ctx: Context): Command {
   program.addCommand(socketVmnetCommand(ctx));
   program.addCommand(systemCommand(ctx));
   program.addCommand(stackCommand(ctx));
+  program.addCommand(distroCommand(ctx));
   program
     .command('completion')
     .description('Print a shell completion script')

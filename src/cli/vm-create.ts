@@ -7,7 +7,16 @@ import { log } from '../core/log.js';
 import { buildIso } from '../cloudinit/iso.js';
 import { targetSeedFiles } from '../cloudinit/nocloud.js';
 import { copyLocalImage, download, parseChecksumFile } from '../distro/download.js';
-import { findDistro, imagePath, loadDistros, type DistroArch } from '../distro/distros.js';
+import {
+  DEFAULT_PXE_DISTRO,
+  findDistro,
+  findDistroEntry,
+  imagePath,
+  loadDistros,
+  pxeSource,
+  type DistroArch,
+} from '../distro/distros.js';
+import { readManifest } from '../distro/manifest.js';
 import { assignAddresses, assignMac, checkNameFree } from '../lab/allocate.js';
 import { loadLabConfig, resolveLabConfig } from '../lab/config.js';
 import { VM_SCHEMA_VERSION, type VmDefinition } from '../core/vmdef.js';
@@ -34,7 +43,12 @@ export interface CreateRequest {
 export const DEFAULT_DISTRO = 'ubuntu-24.04';
 
 /** Fetch the distro image (outside the lab lock: it can take minutes). */
-async function ensureImage(ctx: Context, distro: string, arch: Arch, entry: DistroArch): Promise<string> {
+async function ensureImage(
+  ctx: Context,
+  distro: string,
+  arch: Arch,
+  entry: DistroArch & { qcow2_url: string },
+): Promise<string> {
   const dest = imagePath(ctx.app, distro, arch, entry.qcow2_url);
   let sha256 = entry.sha256;
   const existing = await fs.stat(dest).catch(() => undefined);
@@ -91,11 +105,35 @@ export async function createVm(ctx: Context, req: CreateRequest): Promise<VmDefi
     assignAddresses(lab, vms, { ...(req.ip ? { ip: req.ip } : {}), ...(req.ipv6 ? { ipv6: req.ipv6 } : {}) });
     if (req.mac) assignMac(vms, req.mac, randomBytes);
   }
-  const distroName = req.distro ?? (req.pxeboot ? undefined : DEFAULT_DISTRO);
-  let entry: DistroArch | undefined;
-  if (distroName) entry = findDistro(await loadDistros(ctx.app), distroName, req.arch);
-  const baseImage =
-    !req.pxeboot && entry && distroName ? await ensureImage(ctx, distroName, req.arch, entry) : undefined;
+  const distroName = req.distro ?? (req.pxeboot ? DEFAULT_PXE_DISTRO : DEFAULT_DISTRO);
+  const distros = await loadDistros(ctx.app);
+  const distro = findDistroEntry(distros, distroName);
+  const entry = findDistro(distros, distroName, req.arch);
+  // What the stack's iPXE script boots: a pulled distro's kernel is always `vmlinuz`; an entry
+  // without a PXE source may still name one placed in images/ by hand (kernel_path).
+  let kernel: string | undefined;
+  let baseImage: string | undefined;
+  if (req.pxeboot) {
+    if (pxeSource(distro, req.arch)) {
+      kernel = 'vmlinuz';
+      if (!(await readManifest(ctx.app, distroName, req.arch)))
+        log.warn(
+          `${distroName} (${req.arch}) is not pulled yet: run 'pvmlab distro pull --distro ${distroName} --arch ${req.arch}' before starting ${req.name}`,
+        );
+    } else if (entry.kernel_path) kernel = entry.kernel_path.split('/').pop();
+    else
+      throw new UsageError(
+        `distro '${distroName}' cannot be installed over the network on ${req.arch} (it has no build recipe and no rootfs_url)`,
+      );
+  } else {
+    kernel = entry.kernel_path?.split('/').pop();
+    const { qcow2_url } = entry;
+    if (!qcow2_url)
+      throw new UsageError(
+        `distro '${distroName}' has no cloud image for disk VMs (no qcow2_url for ${req.arch}); install it over the network instead: pvmlab vm create ${req.name} --pxeboot --distro ${distroName}`,
+      );
+    baseImage = await ensureImage(ctx, distroName, req.arch, { ...entry, qcow2_url });
+  }
   const key = await ensureLabSshKey(ctx.app);
 
   return withLabLock(ctx.app, async () => {
@@ -147,8 +185,8 @@ export async function createVm(ctx: Context, req: CreateRequest): Promise<VmDefi
         pxeboot: req.pxeboot,
         ...(distroName ? { distro: distroName } : {}),
         ssh_key: key.publicKey,
-        ...(entry?.kernel_path ? { kernel: entry.kernel_path.split('/').pop() } : {}),
-        ...(entry?.initrd_path ? { initrd: entry.initrd_path.split('/').pop() } : {}),
+        ...(kernel ? { kernel } : {}),
+        ...(entry.initrd_path ? { initrd: entry.initrd_path.split('/').pop() } : {}),
         memory: req.memoryMiB,
         cpus: req.cpus,
         schema_version: VM_SCHEMA_VERSION,

@@ -1,5 +1,7 @@
+import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, sep } from 'node:path';
+import { dirname, join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** The lab's state directory: $PVMLAB_HOME/.pvmlab, else ~/.pvmlab. */
 export function appDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -51,3 +53,24 @@ export function vmFiles(app: string, name: string) {
   } as const;
 }
 export type VmFiles = ReturnType<typeof vmFiles>;
+
+/**
+ * Where built images are kept between labs and runs (distro builds, installer initrds):
+ * PVMLAB_CACHE, else /var/cache/pvmlab for root, else $XDG_CACHE_HOME/pvmlab or ~/.cache/pvmlab.
+ */
+export function cacheDir(env: NodeJS.ProcessEnv = process.env, uid = process.getuid?.() ?? -1): string {
+  if (env.PVMLAB_CACHE) return env.PVMLAB_CACHE;
+  if (uid === 0) return '/var/cache/pvmlab';
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'pvmlab');
+}
+
+/**
+ * The installed package's root (where `installer/` and `scripts/` are), found from this module's
+ * own location: it works from dist/src/... and from the bundle's chunks alike.
+ */
+export function packageRoot(from: string = fileURLToPath(import.meta.url)): string {
+  for (let dir = dirname(from); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'installer'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`cannot find pvmlab's installation directory above ${from}`);
+  }
+}

@@ -17,7 +17,21 @@ export const qemuImgArgv = {
     disk,
   ],
   resize: (disk: string, bytes: number) => ['resize', '-q', disk, String(bytes)],
-  blank: (disk: string, bytes: number) => ['create', '-q', '-f', 'qcow2', disk, String(bytes)],
+  /**
+   * A blank disk for a PXE install, its qcow2 metadata allocated up front: the installer's first
+   * writes then need no table updates (measured under TCG: root file system written in 29 s
+   * instead of 37 s). The file stays sparse (~2 MiB on the host for 10 GiB).
+   */
+  blank: (disk: string, bytes: number) => [
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    '-o',
+    'preallocation=metadata',
+    disk,
+    String(bytes),
+  ],
 };
 
 export interface ImageInfo {

@@ -116,6 +116,44 @@ export function dhcpHosts(vms: readonly VmDefinition[]): string {
   return lines.length ? `${lines.join('\n')}\n` : '';
 }
 
+/**
+ * The lease file without leases that would keep a machine from its reservation: an IPv4 lease on
+ * an address now reserved for another MAC (a VM cleaned and created again gets the same address
+ * and a new MAC: dnsmasq would not hand out an address another client still leases, for an hour),
+ * and any IPv6 lease on a reserved address (lines there carry a DUID, not a MAC; the owner asks
+ * again and gets it). Pure; `dropped` says what went.
+ */
+export function dropStaleLeases(
+  leases: string,
+  vms: readonly VmDefinition[],
+): { text: string; dropped: string[] } {
+  const v4 = new Map<string, string>();
+  const v6 = new Set<string>();
+  for (const v of vms) {
+    if (v.role !== 'target' || !v.mac) continue;
+    if (v.ip) v4.set(v.ip, v.mac.toLowerCase());
+    if (v.ipv6) v6.add(v.ipv6.toLowerCase());
+  }
+  const kept: string[] = [];
+  const dropped: string[] = [];
+  let inV6 = false;
+  for (const line of leases.split('\n')) {
+    if (!line) continue;
+    if (line.startsWith('duid ')) {
+      inV6 = true; // dnsmasq writes its DUID, then the IPv6 leases
+      kept.push(line);
+      continue;
+    }
+    const f = line.split(' ');
+    const [, a, b] = f;
+    const stale = inV6
+      ? b !== undefined && v6.has(b.toLowerCase())
+      : a !== undefined && b !== undefined && v4.has(b) && v4.get(b) !== a.toLowerCase();
+    (stale ? dropped : kept).push(line);
+  }
+  return { text: kept.length ? `${kept.join('\n')}\n` : '', dropped };
+}
+
 /** addn-hosts lines for pvmlab.local: `ip name`, `ipv6 name`. */
 export function dnsHosts(vms: readonly VmDefinition[]): string {
   const out: string[] = [];
@@ -202,6 +240,16 @@ export class DnsmasqSupervisor {
   /** Re-read the hosts files (dnsmasq reloads dhcp-hostsfile and addn-hosts on SIGHUP). */
   reload(): void {
     this.child?.kill('SIGHUP');
+  }
+
+  /**
+   * Stop dnsmasq, run `between` (it re-reads its lease file only when it starts), start it again.
+   * Not counted as a crash restart.
+   */
+  async restart(between: () => Promise<void>): Promise<void> {
+    await this.stop();
+    await between();
+    await this.start();
   }
 
   async stop(): Promise<void> {

@@ -1,4 +1,5 @@
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
@@ -11,6 +12,7 @@ import {
   IPXE_SCRIPT,
   type LabSegment,
   dhcpHosts,
+  dropStaleLeases,
   dnsHosts,
   dnsmasqArgv,
   dnsmasqConf,
@@ -99,6 +101,19 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
   };
   await registry.start();
   await writeHosts();
+  const leaseFile = join(o.stateDir, 'dnsmasq.leases');
+  /** Drop leases that block reservations (write=false: only say whether there are any). */
+  const cleanLeases = async (write: boolean): Promise<boolean> => {
+    const text = await readFile(leaseFile, 'utf8').catch(() => '');
+    const r = dropStaleLeases(text, registry.all());
+    if (r.dropped.length === 0) return false;
+    if (write) {
+      await writeFileAtomic(leaseFile, r.text);
+      for (const d of r.dropped) log(`stack: dropped a lease that blocked a reservation: ${d}`);
+    }
+    return true;
+  };
+  await cleanLeases(true);
 
   let supervisor: DnsmasqSupervisor | undefined;
   if (o.dnsmasq !== false) {
@@ -115,7 +130,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
         tftpRoot,
         hostsFile,
         dnsHostsFile,
-        leaseFile: join(o.stateDir, 'dnsmasq.leases'),
+        leaseFile,
         dns: o.dns !== false,
       }),
     );
@@ -130,10 +145,18 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
     });
     await supervisor.start();
   }
+  // One update at a time: a burst of definition changes must not restart dnsmasq twice at once.
+  let updating = Promise.resolve();
   registry.on('change', () => {
-    writeHosts()
-      .then(() => supervisor?.reload())
-      .catch((err: Error) => log(`stack: cannot write hosts files: ${err.message}`));
+    updating = updating
+      .then(async () => {
+        await writeHosts();
+        if (!supervisor) return;
+        // A lease that blocks a new reservation survives a SIGHUP: only a restart drops it.
+        if (await cleanLeases(false)) await supervisor.restart(() => cleanLeases(true).then(() => undefined));
+        else supervisor.reload();
+      })
+      .catch((err: Error) => log(`stack: cannot update dnsmasq for the changed machines: ${err.message}`));
   });
 
   const serverOptions: BootServerOptions = {

@@ -11,6 +11,7 @@ import {
   imagePath,
   loadDistros,
   parseDistros,
+  pxeSource,
   type DistroEntry,
 } from '../../../src/distro/distros.js';
 
@@ -52,18 +53,27 @@ describe('DEFAULT_DISTROS_YAML', () => {
     const distros = await parseDistros(DEFAULT_DISTROS_YAML, 'defaults');
     assert.deepEqual(
       distros.map((d) => d.name),
-      ['ubuntu-24.04', 'fedora-40'],
+      ['debian-12', 'ubuntu-24.04', 'fedora-40'],
     );
     for (const d of distros) assert.deepEqual(Object.keys(d.arch).sort(), ['aarch64', 'x86_64']);
-    const ubuntu = distros[0] as DistroEntry;
+    const debian = distros[0] as DistroEntry;
+    assert.deepEqual(debian.build, { tool: 'mmdebstrap', suite: 'bookworm' });
+    assert.equal(pxeSource(debian, 'x86_64'), 'build');
+    assert.equal(pxeSource(debian, 'aarch64'), 'build');
+    const ubuntu = distros[1] as DistroEntry;
     assert.equal(ubuntu.distro_name, 'ubuntu');
     assert.equal(ubuntu.version, '24.04', 'quoted so YAML keeps it a string');
     assert.deepEqual(ubuntu.arch.x86_64, {
       qcow2_url: 'https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img',
       checksum_url: 'https://cloud-images.ubuntu.com/noble/current/SHA256SUMS',
+      rootfs_url: 'https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64-root.tar.xz',
       kernel_path: './boot/vmlinuz',
       initrd_path: './boot/initrd.img',
     });
+    assert.equal(pxeSource(ubuntu, 'x86_64'), 'rootfs', 'the official root tarball');
+    // Fedora publishes disk images only: disk VMs, no PXE source.
+    assert.equal(pxeSource(distros[2] as DistroEntry, 'x86_64'), undefined);
+    assert.equal(pxeSource(debian, 'riscv64'), undefined);
   });
 });
 
@@ -78,6 +88,21 @@ describe('parseDistros', () => {
     const [d] = await parseDistros(ONE.replace('.qcow2\n', `.qcow2\n      sha256: ${sha}\n`), 'f.yaml');
     assert.equal(d?.version, 1);
     assert.equal(d?.arch.x86_64?.sha256, sha);
+  });
+
+  it('reads a build recipe with extra packages, and a root tarball with its checksum', async () => {
+    const sha = 'b'.repeat(64);
+    const text = ONE.replace(
+      '  arch:',
+      '  build:\n    tool: mmdebstrap\n    suite: trixie\n    packages: [vim, htop]\n  arch:',
+    ).replace(
+      '.qcow2\n',
+      `.qcow2\n      rootfs_url: https://example.com/root.tar.xz\n      rootfs_sha256: "${sha}"\n`,
+    );
+    const [d] = await parseDistros(text, 'f.yaml');
+    assert.deepEqual(d?.build, { tool: 'mmdebstrap', suite: 'trixie', packages: ['vim', 'htop'] });
+    assert.equal(d?.arch.x86_64?.rootfs_url, 'https://example.com/root.tar.xz');
+    assert.equal(d?.arch.x86_64?.rootfs_sha256, sha);
   });
 
   it('refuses a distro listed twice, naming the file', async () => {
@@ -110,6 +135,29 @@ describe('parseDistros', () => {
         /^\/x\/d\.yaml: 0\.arch\.x86_64\.sha256: sha256 must be 64 hex digits$/,
       ],
       [ONE.replace('  distro_name: mini\n', ''), /^\/x\/d\.yaml: 0\.distro_name: /],
+      [
+        ONE.replace('.qcow2\n', '.qcow2\n      rootfs_url: root.tar.xz\n'),
+        /^\/x\/d\.yaml: 0\.arch\.x86_64\.rootfs_url: /,
+      ],
+      [
+        ONE.replace('.qcow2\n', '.qcow2\n      rootfs_sha256: "12"\n'),
+        /^\/x\/d\.yaml: 0\.arch\.x86_64\.rootfs_sha256: sha256 must be 64 hex digits$/,
+      ],
+      [
+        ONE.replace('  arch:', '  build:\n    tool: debootstrap\n    suite: bookworm\n  arch:'),
+        /^\/x\/d\.yaml: 0\.build\.tool: /,
+      ],
+      [
+        ONE.replace('  arch:', '  build:\n    tool: mmdebstrap\n    suite: "bookworm; rm -rf /"\n  arch:'),
+        /^\/x\/d\.yaml: 0\.build\.suite: suite must be a Debian suite name$/,
+      ],
+      [
+        ONE.replace(
+          '  arch:',
+          '  build:\n    tool: mmdebstrap\n    suite: bookworm\n    packages: [vim, "--root"]\n  arch:',
+        ),
+        /^\/x\/d\.yaml: 0\.build\.packages\.1: a Debian package name$/,
+      ],
       ['name: not-a-list\n', /^\/x\/d\.yaml: /],
     ];
     for (const [text, message] of cases) await rejectsWith(parseDistros(text, '/x/d.yaml'), message);
@@ -129,11 +177,25 @@ describe('loadDistros', () => {
 
     await fs.writeFile(path, ONE);
     const second = await loadDistros(app);
+    // The user's entries first; built-in distros the file does not mention are still known
+    // (a lab made before debian-12 existed can install it).
     assert.deepEqual(
       second.map((d) => d.name),
-      ['mini'],
+      ['mini', 'debian-12', 'ubuntu-24.04', 'fedora-40'],
     );
-    assert.equal(await fs.readFile(path, 'utf8'), ONE, 'an existing file is never overwritten');
+    // An entry with a built-in's name replaces it.
+    await fs.writeFile(path, ONE.replace('name: mini', 'name: debian-12'));
+    const third = await loadDistros(app);
+    assert.deepEqual(
+      third.map((d) => d.name),
+      ['debian-12', 'ubuntu-24.04', 'fedora-40'],
+    );
+    assert.equal(third[0]?.build, undefined, "the user's debian-12, not the built-in");
+    assert.equal(
+      await fs.readFile(path, 'utf8'),
+      ONE.replace('name: mini', 'name: debian-12'),
+      'an existing file is never overwritten',
+    );
   });
 
   it('names the file in errors', async (t) => {
@@ -156,10 +218,26 @@ describe('findDistro', () => {
   it('refuses an unknown distro, listing the known ones', async () => {
     const distros = await parseDistros(DEFAULT_DISTROS_YAML, 'defaults');
     throwsUsage(
-      () => findDistro(distros, 'debian-12', 'x86_64'),
-      "unknown distro 'debian-12' (known: ubuntu-24.04, fedora-40)",
+      () => findDistro(distros, 'debian-11', 'x86_64'),
+      "unknown distro 'debian-11' (known: debian-12, ubuntu-24.04, fedora-40)",
     );
     throwsUsage(() => findDistro([], 'debian-12', 'x86_64'), "unknown distro 'debian-12' (known: none)");
+  });
+
+  it('gives an empty entry for an architecture listed with no fields (built distros)', async () => {
+    const distros = await parseDistros(DEFAULT_DISTROS_YAML, 'defaults');
+    assert.deepEqual(findDistro(distros, 'debian-12', 'aarch64'), {});
+    const [bare] = await parseDistros(ONE.replace(/x86_64:\n.*\n/, 'x86_64:\n'), 'f.yaml');
+    assert.deepEqual(findDistro([bare as DistroEntry], 'mini', 'x86_64'), {});
+  });
+
+  it('refuses names from the object prototype as architectures', async () => {
+    const distros = await parseDistros(ONE, 'f.yaml');
+    for (const arch of ['toString', '__proto__', 'constructor'])
+      throwsUsage(
+        () => findDistro(distros, 'mini', arch),
+        `distro 'mini' has no ${arch} image (has: x86_64)`,
+      );
   });
 
   it('refuses a missing architecture, listing the ones it has', async () => {

@@ -56,6 +56,8 @@ test('qemuImgArgv builders', () => {
     '-q',
     '-f',
     'qcow2',
+    '-o',
+    'preallocation=metadata',
     '/v/d.qcow2',
     '67108864',
   ]);
@@ -71,6 +73,9 @@ test('createBlankDisk makes a qcow2 of exactly the size asked', async (t) => {
   assert.equal(i['virtual-size'], 3 * GiB);
   assert.equal(i['backing-filename'], undefined);
   assert.deepEqual(await imageInfo(run, disk), { format: 'qcow2', virtualSize: 3 * GiB });
+  // Metadata allocated up front, data not: a few MiB on the host, not 3 GiB.
+  const { statSync } = await import('node:fs');
+  assert.ok(statSync(disk).blocks * 512 < 8 * MiB, `${statSync(disk).blocks * 512} bytes used`);
 });
 
 test('createOverlayDisk on a 64M qcow2 base: backing file set, grown to the requested size', async (t) => {

@@ -12,6 +12,7 @@ import {
   DnsmasqSupervisor,
   IPXE_SCRIPT,
   dhcpHosts,
+  dropStaleLeases,
   dnsHosts,
   dnsmasqArgv,
   dnsmasqConf,
@@ -435,4 +436,41 @@ test('DnsmasqSupervisor: a missing binary is logged and stop() still returns', a
   t.after(() => clearTimeout(timer));
   assert.equal(await Promise.race([sup.stop().then(() => 'stopped'), timeout]), 'stopped');
   assert.equal(sup.pid, undefined);
+});
+
+test('dropStaleLeases: a lease on an address reserved for another MAC goes; the owner keeps its own', () => {
+  const vms: VmDefinition[] = [
+    { name: 't1', role: 'target', arch: 'x86_64', ip: '10.0.0.2', ipv6: 'fd00::2', mac: '8A:3B:26:23:79:55' },
+    { name: 't2', role: 'target', arch: 'x86_64', ip: '10.0.0.3', mac: '52:54:00:00:00:03' },
+    { name: 'p', role: 'provisioner', arch: 'x86_64', ip: '10.0.0.1', mac: '52:54:00:00:00:01' },
+  ];
+  const leases = [
+    // t1 was cleaned and created again: same address, new MAC. The old lease blocks it.
+    '1796097388 d6:ea:6d:ce:10:cb 10.0.0.2 t1 ff:5c:bb:eb:5e',
+    // t2's own lease, whatever client-id it used.
+    '1796098901 52:54:00:00:00:03 10.0.0.3 * 01:52:54:00:00:00:03',
+    // a pool client.
+    '1796098781 52:54:00:99:00:01 10.0.0.168 * 01:52:54:00:99:00:01',
+    'duid 00:01:00:01:2e:ab:11:8e',
+    '1796097388 1234 fd00::2 t1 00:01:00:01:aa',
+    '1796097388 1235 fd00::1:7 * 00:01:00:01:bb',
+  ].join('\n');
+  const r = dropStaleLeases(`${leases}\n`, vms);
+  assert.deepEqual(r.dropped, [
+    '1796097388 d6:ea:6d:ce:10:cb 10.0.0.2 t1 ff:5c:bb:eb:5e',
+    '1796097388 1234 fd00::2 t1 00:01:00:01:aa',
+  ]);
+  assert.equal(
+    r.text,
+    [
+      '1796098901 52:54:00:00:00:03 10.0.0.3 * 01:52:54:00:00:00:03',
+      '1796098781 52:54:00:99:00:01 10.0.0.168 * 01:52:54:00:99:00:01',
+      'duid 00:01:00:01:2e:ab:11:8e',
+      '1796097388 1235 fd00::1:7 * 00:01:00:01:bb',
+      '',
+    ].join('\n'),
+  );
+  assert.deepEqual(dropStaleLeases('', vms), { text: '', dropped: [] });
+  // The reserved owner's lease under the right MAC (any case) stays.
+  assert.deepEqual(dropStaleLeases('1 8a:3b:26:23:79:55 10.0.0.2 t1 01:8a\n', vms).dropped, []);
 });
