@@ -87,7 +87,9 @@ for t in "${TOOLS[@]}"; do
 done
 ln -s mke2fs "$root/sbin/mkfs.ext4"
 mkdir -p "$root/$(dirname "$interp")"
-ln -sf "/lib/$triplet/$(basename "$interp")" "$root/$interp"
+# Relative, so it resolves inside the initrd from anywhere (also when inspected on the host).
+up=$(dirname "$interp" | sed 's|[^/]*|..|g')
+ln -sf "$up/lib/$triplet/$(basename "$interp")" "$root/$interp"
 [[ -e $root/lib/$triplet/$(basename "$interp") ]] || copy_lib "$(basename "$interp")"
 
 install -m 0755 "$here/init" "$root/init"
