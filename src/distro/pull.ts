@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import {
   MANIFEST_FILE,
   MANIFEST_VERSION,
@@ -102,12 +102,42 @@ async function linkOrCopy(src: string, dest: string): Promise<void> {
   await fs.link(src, dest).catch(() => fs.copyFile(src, dest));
 }
 
-/** Put a complete set of files (manifest last: it marks the set complete) into `dir`. */
+/** The files a manifest in `dir` lists (plain names only), or none if there is no usable one. */
+async function listedFiles(dir: string): Promise<string[]> {
+  const text = await fs.readFile(join(dir, MANIFEST_FILE), 'utf8').catch(() => undefined);
+  const r = text === undefined ? undefined : parseManifest(text);
+  if (!r?.ok) return [];
+  const m = r.value;
+  return [m.kernel, m.rootfs, ...(m.modules ? [m.modules] : []), ...Object.keys(m.sha256)].filter((f) =>
+    /^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(f),
+  );
+}
+
+/**
+ * Put a complete set of files (manifest last: it marks the set complete) into `dir`, then remove
+ * what the set it replaces had and this one has not (the root file system in the other format).
+ */
 async function installInto(from: string, dir: string, m: DistroManifest): Promise<void> {
   await fs.mkdir(dir, { recursive: true });
+  const previous = await listedFiles(dir);
   await fs.rm(join(dir, MANIFEST_FILE), { force: true });
-  for (const f of [...Object.keys(m.sha256), 'SHA256SUMS']) await linkOrCopy(join(from, f), join(dir, f));
+  const files = [...Object.keys(m.sha256), 'SHA256SUMS'];
+  for (const f of files) await linkOrCopy(join(from, f), join(dir, f));
   await writeFileAtomic(join(dir, MANIFEST_FILE), `${JSON.stringify(m, null, 2)}\n`);
+  for (const f of previous)
+    if (!files.includes(f) && f !== MANIFEST_FILE) await fs.rm(join(dir, f), { force: true });
+}
+
+/** After a failed download: remove `dir` and its parents up to `top` (which this pull made), if empty. */
+async function removeEmptyDirs(dir: string, top: string): Promise<void> {
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      await fs.rmdir(d); // only an empty directory
+    } catch {
+      return;
+    }
+    if (d === top || dirname(d) === d) return;
+  }
 }
 
 /** Kernel, modules, packed root and manifest from an unpacked root in `work/root`, into `out`. */
@@ -272,16 +302,23 @@ async function convertTarball(o: PullOptions, dir: string, format: PackFormat): 
   const flag = tarFlag(name);
   const tarball = join(dir, name);
   const step = o.onStep ?? (() => undefined);
-  await fs.mkdir(dir, { recursive: true });
+  // The first directory this made, if any: a failed download must not leave empty ones behind.
+  const made = await fs.mkdir(dir, { recursive: true });
   if (!(await fs.stat(tarball).catch(() => undefined))) {
     step(`downloading ${url}`);
-    await fetchVerified(
-      o,
-      url,
-      tarball,
-      entry.rootfs_sha256,
-      entry.rootfs_checksum_url ?? entry.checksum_url,
-    );
+    try {
+      await fetchVerified(
+        o,
+        url,
+        tarball,
+        entry.rootfs_sha256,
+        entry.rootfs_checksum_url ?? entry.checksum_url,
+      );
+    } catch (err) {
+      // A .part kept for resuming keeps the directory.
+      if (made !== undefined) await removeEmptyDirs(dir, made);
+      throw err;
+    }
   }
   if (process.getuid?.() !== 0)
     throw new PvmlabError(`unpacking ${name} needs root (file ownership): run it with sudo`);
