@@ -302,6 +302,11 @@ async function convertTarball(o: PullOptions, dir: string, format: PackFormat): 
   const flag = tarFlag(name);
   const tarball = join(dir, name);
   const step = o.onStep ?? (() => undefined);
+  // Said before a download of hundreds of MB, not after it.
+  if (process.getuid?.() !== 0)
+    throw new PvmlabError(`unpacking ${name} needs root (file ownership): run it with sudo`);
+  // --force fetches the tarball again too (`current/` files upstream change under one name).
+  if (o.force) await fs.rm(tarball, { force: true });
   // The first directory this made, if any: a failed download must not leave empty ones behind.
   const made = await fs.mkdir(dir, { recursive: true });
   if (!(await fs.stat(tarball).catch(() => undefined))) {
@@ -320,8 +325,6 @@ async function convertTarball(o: PullOptions, dir: string, format: PackFormat): 
       throw err;
     }
   }
-  if (process.getuid?.() !== 0)
-    throw new PvmlabError(`unpacking ${name} needs root (file ownership): run it with sudo`);
   const work = join(dir, `.pull-${process.pid}`);
   await fs.rm(work, { recursive: true, force: true });
   await fs.mkdir(join(work, 'root'), { recursive: true });
