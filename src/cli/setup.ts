@@ -81,9 +81,22 @@ async function reportAccelerator(ctx: Context): Promise<void> {
 
 export function cleanCommand(ctx: Context): Command {
   return new Command('clean')
-    .description('Stop all VMs and remove their files; downloaded images, the SSH key and settings are kept')
+    .description(
+      'Stop the background stack and all VMs, remove their files; downloaded images, the SSH key and settings are kept',
+    )
     .option('--purge', 'remove the whole ~/.pvmlab directory, images included', false)
     .action(async (o) => {
+      // First the background stack (`stack start`): removing pids/ and logs/ under it would
+      // orphan it, and its dnsmasq with it. A failure to stop it stops `clean`, nothing removed.
+      const { pathExists } = await import('../core/fsutil.js');
+      if (await pathExists(ctx.app)) {
+        const { stopStackService } = await import('../lab/stack-service.js');
+        const r = await stopStackService(ctx.app, { timeoutMs: 10_000, runner: ctx.runner });
+        if (r.status === 'stopped')
+          log.info(`Stack stopped (pid ${r.pid}${r.forced ? ', killed after the timeout' : ''})`);
+        if (r.killedDnsmasq !== undefined)
+          log.warn(`killed an orphaned dnsmasq (pid ${r.killedDnsmasq}) left by a stack that died`);
+      }
       const { listVms } = await import('../lab/store.js');
       const { cleanVm } = await import('./vm-run.js');
       const { loadLabConfig } = await import('../lab/config.js');
