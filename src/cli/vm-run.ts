@@ -6,7 +6,7 @@ import { pathExists, removePath } from '../core/fsutil.js';
 import { loadLabConfig } from '../lab/config.js';
 import type { VmDefinition } from '../core/vmdef.js';
 import { loadVm, deleteVmDefinition, withLabLock } from '../lab/store.js';
-import { accelHost, describeChoice, resolveAccel } from '../qemu/accel.js';
+import { accelHost, describeChoice, hostArch, resolveAccel } from '../qemu/accel.js';
 import { fallbackWarning, startWithAccel } from '../qemu/accel-start.js';
 import type { BootTarget } from '../qemu/argv.js';
 import { findFirmware } from '../qemu/firmware.js';
@@ -99,7 +99,7 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
   }
   log.success(`VM '${name}' is running; console log: ${files.log}`);
   if (opts.wait) {
-    const timeout = opts.waitTimeoutMs ?? waitTimeout(ctx.env);
+    const timeout = opts.waitTimeoutMs ?? waitTimeout(ctx.env, hostArch() !== vm.arch);
     if (pxe) {
       // A PXE VM is ready when the stack's timeline says so (cloud-init phones home).
       const { waitForReady } = await import('./events.js');
@@ -112,9 +112,15 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
   }
 }
 
-export function waitTimeout(env: NodeJS.ProcessEnv): number {
+/**
+ * How long `--wait` waits: PVMLAB_WAIT_TIMEOUT seconds, else 10 minutes, or 30 for a guest of
+ * another architecture (every instruction emulated: an aarch64 PXE install on an x86_64 host
+ * took ~13 minutes here).
+ */
+export function waitTimeout(env: NodeJS.ProcessEnv, emulated = false): number {
   const s = Number(env.PVMLAB_WAIT_TIMEOUT);
-  return Number.isFinite(s) && s > 0 ? s * 1000 : 600_000;
+  if (Number.isFinite(s) && s > 0) return s * 1000;
+  return emulated ? 1_800_000 : 600_000;
 }
 
 export async function stopVm(ctx: Context, name: string, graceMs?: number): Promise<string> {
@@ -150,6 +156,7 @@ export async function cleanVm(ctx: Context, vm: VmDefinition | string): Promise<
       files.log,
       files.pid,
       files.qmp,
+      files.console,
     ])
       await removePath(p);
     await deleteVmDefinition(ctx.app, name);

@@ -185,6 +185,24 @@ export function vmCommand(ctx: Context): Command {
       if (r.code !== 0 && r.signal !== 'SIGINT') process.exitCode = r.code ?? 1;
     });
 
+  vm.command('console')
+    .description("Attach to a background VM's serial console (Ctrl-] detaches; the VM keeps running)")
+    .argument('<vm-name>')
+    .action(async (name) => {
+      validateName(name);
+      await loadVm(ctx.app, name);
+      const { DETACH_KEY_NAME, attachConsole, openVmConsole } = await import('../qemu/console.js');
+      const socket = await openVmConsole(name, vmFiles(ctx.app, name));
+      log.info(
+        `Attached to the console of '${name}'; ${DETACH_KEY_NAME} detaches (press Enter for a prompt)`,
+      );
+      const reason = await attachConsole(socket);
+      // The guest's last line may have no newline: start ours on a fresh line.
+      if (process.stdin.isTTY) process.stderr.write('\n');
+      if (reason === 'closed') log.warn(`VM '${name}' closed its console: it has stopped`);
+      else if (reason !== 'input-ended') log.info(`Detached from '${name}'; it keeps running`);
+    });
+
   vm.command('clean')
     .description('Stop a VM and remove all its files (disk, seed, logs, definition)')
     .argument('[vm-name]')

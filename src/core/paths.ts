@@ -50,6 +50,8 @@ export function vmFiles(app: string, name: string) {
     log: `${d.logs}${sep}${name}.log`,
     pid: `${d.pids}${sep}${name}.pid`,
     qmp: `${d.monitors}${sep}${name}.qmp`,
+    /** The serial console's unix socket (background VMs); `vm console` attaches to it. */
+    console: `${d.monitors}${sep}${name}.console`,
   } as const;
 }
 export type VmFiles = ReturnType<typeof vmFiles>;

@@ -18,7 +18,11 @@ export interface QemuSpec {
   boot: BootTarget;
   mac: string;
   nic: NicAttachment;
-  files: { pid: string; qmp: string; log: string };
+  /**
+   * `console`: the unix socket a background VM's serial console listens on (`vm console`),
+   * everything it prints also going to `log`. Without it, the serial goes to `log` only.
+   */
+  files: { pid: string; qmp: string; log: string; console?: string };
   /** Serial console and monitor on the terminal instead of a log file. */
   interactive: boolean;
 }
@@ -26,6 +30,19 @@ export interface QemuSpec {
 export function qemuBinary(arch: Arch): string {
   return arch === 'x86_64' ? 'qemu-system-x86_64' : 'qemu-system-aarch64';
 }
+
+/** The background serial chardev's id: `vm console` asks QMP whether a client holds it. */
+export const SERIAL_CHARDEV = 'ser0';
+
+/**
+ * Firmware settings through fw_cfg, read by OVMF and AAVMF alike. The lab serves IPv4 PXE only:
+ * with PXEv6 on, the firmware tries it after PXEv4 and waits about a minute for a DHCPv6 answer
+ * that never comes before it moves on to the next boot option (the disk, after `--boot pxe`).
+ */
+export const FIRMWARE_FW_CFG: readonly string[] = [
+  '-fw_cfg',
+  'name=opt/org.tianocore/IPv6PXESupport,string=n',
+];
 
 /** QEMU option values are comma-separated: a literal comma in a path is written twice. */
 export function escapeOpt(value: string): string {
@@ -67,6 +84,7 @@ export function buildQemuArgv(s: QemuSpec): string[] {
     String(s.memoryMiB),
     '-nodefaults',
     ...firmwareArgs(s.firmware),
+    ...FIRMWARE_FW_CFG,
     '-drive',
     `if=none,id=disk0,format=qcow2,file=${escapeOpt(s.disk)}`,
     '-device',
@@ -93,14 +111,13 @@ export function buildQemuArgv(s: QemuSpec): string[] {
     args.push('-nographic', '-chardev', 'stdio,id=con0,mux=on,signal=off', '-serial', 'chardev:con0');
     args.push('-mon', 'chardev=con0,mode=readline');
   } else {
-    args.push(
-      '-display',
-      'none',
-      '-chardev',
-      `file,id=ser0,path=${escapeOpt(s.files.log)}`,
-      '-serial',
-      'chardev:ser0',
-    );
+    // A unix socket `vm console` attaches to, logging everything to the log file whether or not a
+    // client is attached (truncated at start, as a file chardev is). With nobody attached QEMU
+    // drops the output after logging it: the guest never waits on the socket.
+    const serial = s.files.console
+      ? `socket,id=${SERIAL_CHARDEV},path=${escapeOpt(s.files.console)},server=on,wait=off,logfile=${escapeOpt(s.files.log)}`
+      : `file,id=${SERIAL_CHARDEV},path=${escapeOpt(s.files.log)}`;
+    args.push('-display', 'none', '-chardev', serial, '-serial', `chardev:${SERIAL_CHARDEV}`);
     args.push('-daemonize');
   }
   return args;

@@ -26,10 +26,15 @@ export interface StartResult {
 
 /** Launch QEMU daemonised (or attached to the terminal when interactive). */
 export async function startQemu(spec: QemuSpec, runner: Runner = run): Promise<StartResult> {
-  if (spec.files.qmp.length > MAX_SOCKET_PATH)
-    throw new PvmlabError(
-      `QMP socket path is too long for a unix socket (${spec.files.qmp.length} bytes): use a shorter PVMLAB_HOME or VM name`,
-    );
+  const sockets: [string, string | undefined][] = [
+    ['QMP', spec.files.qmp],
+    ['console', spec.interactive ? undefined : spec.files.console],
+  ];
+  for (const [what, path] of sockets)
+    if (path !== undefined && Buffer.byteLength(path) > MAX_SOCKET_PATH)
+      throw new PvmlabError(
+        `${what} socket path is too long for a unix socket (${Buffer.byteLength(path)} bytes): use a shorter PVMLAB_HOME or VM name`,
+      );
   const argv = buildQemuArgv(spec);
   const [cmd, ...args] = argv as [string, ...string[]];
   await fs.rm(spec.files.qmp, { force: true });
@@ -107,6 +112,7 @@ export async function stopQemu(files: VmFiles, options: StopOptions = {}): Promi
 async function cleanupRuntime(files: VmFiles): Promise<void> {
   await fs.rm(files.pid, { force: true });
   await fs.rm(files.qmp, { force: true });
+  await fs.rm(files.console, { force: true });
 }
 
 /** The guest's run state as QEMU reports it, or undefined when QMP does not answer. */

@@ -55,6 +55,7 @@ test('commandTree: root, vm group and vm start', async (t) => {
     'shell',
     'events',
     'logs',
+    'console',
     'clean',
     'copy',
   ]);
@@ -186,12 +187,12 @@ test('fish completion lines', async (t) => {
     'complete -c pvmlab -f',
     "complete -c pvmlab -n '__fish_use_subcommand' -a vm -d 'Create, run and remove target VMs'",
     "complete -c pvmlab -n '__fish_use_subcommand' -l version",
-    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system stack distro; and not __fish_seen_subcommand_from create start stop list shell events logs clean copy' -a start -d 'Start a VM in the background (or attached to its serial console with -i)'",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system stack distro; and not __fish_seen_subcommand_from create start stop list shell events logs console clean copy' -a start -d 'Start a VM in the background (or attached to its serial console with -i)'",
     `complete -c pvmlab -n ${VM_START} -l wait`,
     `complete -c pvmlab -n ${VM_START} -l interactive`,
     `complete -c pvmlab -n ${VM_START} -l boot`,
     `complete -c pvmlab -n ${VM_START} -a '(pvmlab __vms 2>/dev/null)'`,
-    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system stack distro; and not __fish_seen_subcommand_from create start stop list shell events logs clean copy' -a logs -d 'Show a VM'\\''s serial console log and follow it'",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system stack distro; and not __fish_seen_subcommand_from create start stop list shell events logs console clean copy' -a logs -d 'Show a VM'\\''s serial console log and follow it'",
     "complete -c pvmlab -n '__fish_seen_subcommand_from network; and __fish_seen_subcommand_from start; and not __fish_seen_subcommand_from vm socket_vmnet system stack distro' -l help",
     "complete -c pvmlab -n '__fish_seen_subcommand_from clean; and not __fish_seen_subcommand_from vm network socket_vmnet system stack distro' -l purge",
   ];
@@ -204,8 +205,8 @@ test('fish completion lines', async (t) => {
     lines.some((l) => / -l i$/.test(l) || l.includes('__vms -d')),
     false,
   );
-  // Only VM-taking commands complete VM names: vm create/start/stop/shell/events/logs/clean.
-  assert.equal(lines.filter((l) => l.endsWith("-a '(pvmlab __vms 2>/dev/null)'")).length, 7);
+  // Only VM-taking commands complete VM names: vm create/start/stop/shell/events/logs/console/clean.
+  assert.equal(lines.filter((l) => l.endsWith("-a '(pvmlab __vms 2>/dev/null)'")).length, 8);
 });
 
 /** `complete -C` in a real fish with the script loaded and `pvmlab __vms` faked; candidates only. */

@@ -9,7 +9,13 @@ import { createBlankDisk } from '../../../src/qemu/img.js';
 import type { QmpClient } from '../../../src/qemu/qmp.js';
 import { connectQmp, killQuietly, shortTempDir, waitFor } from '../../helpers/qemu.js';
 
-const FILES = { pid: '/lab/pids/n1.pid', qmp: '/lab/monitors/n1.qmp', log: '/lab/logs/n1.log' };
+const FILES = {
+  pid: '/lab/pids/n1.pid',
+  qmp: '/lab/monitors/n1.qmp',
+  log: '/lab/logs/n1.log',
+  console: '/lab/monitors/n1.console',
+};
+const NO_PXE6 = ['-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=n'];
 const TAP = 'tap,ifname=pvt0123456789,script=no,downscript=no';
 
 function diskSpec(over: Partial<QemuSpec> = {}): QemuSpec {
@@ -56,6 +62,7 @@ test('x86_64 disk VM with a seed ISO under TCG: the full argv', () => {
     'if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd',
     '-drive',
     'if=pflash,format=raw,unit=1,file=/lab/vms/n1-vars.fd',
+    ...NO_PXE6,
     '-drive',
     'if=none,id=disk0,format=qcow2,file=/lab/vms/n1.qcow2',
     '-device',
@@ -75,7 +82,7 @@ test('x86_64 disk VM with a seed ISO under TCG: the full argv', () => {
     '-display',
     'none',
     '-chardev',
-    'file,id=ser0,path=/lab/logs/n1.log',
+    'socket,id=ser0,path=/lab/monitors/n1.console,server=on,wait=off,logfile=/lab/logs/n1.log',
     '-serial',
     'chardev:ser0',
     '-daemonize',
@@ -96,7 +103,12 @@ test('aarch64 PXE VM under HVF behind socket_vmnet_client: wrapper first, socket
     boot: 'pxe',
     mac: '52:54:00:aa:bb:cc',
     nic: { wrapper: [client, socket], netdev: 'socket,fd=3' },
-    files: { pid: '/lab/pids/pxe1.pid', qmp: '/lab/monitors/pxe1.qmp', log: '/lab/logs/pxe1.log' },
+    files: {
+      pid: '/lab/pids/pxe1.pid',
+      qmp: '/lab/monitors/pxe1.qmp',
+      log: '/lab/logs/pxe1.log',
+      console: '/lab/monitors/pxe1.console',
+    },
     interactive: false,
   });
   assert.deepEqual(argv, [
@@ -120,6 +132,7 @@ test('aarch64 PXE VM under HVF behind socket_vmnet_client: wrapper first, socket
     'if=pflash,format=raw,unit=0,readonly=on,file=/opt/homebrew/share/qemu/edk2-aarch64-code.fd',
     '-drive',
     'if=pflash,format=raw,unit=1,file=/lab/vms/pxe1-vars.fd',
+    ...NO_PXE6,
     '-drive',
     'if=none,id=disk0,format=qcow2,file=/lab/vms/pxe1.qcow2',
     '-device',
@@ -137,14 +150,14 @@ test('aarch64 PXE VM under HVF behind socket_vmnet_client: wrapper first, socket
     '-display',
     'none',
     '-chardev',
-    'file,id=ser0,path=/lab/logs/pxe1.log',
+    'socket,id=ser0,path=/lab/monitors/pxe1.console,server=on,wait=off,logfile=/lab/logs/pxe1.log',
     '-serial',
     'chardev:ser0',
     '-daemonize',
   ]);
 });
 
-test('interactive: serial and monitor muxed on stdio, no -daemonize, no log file', () => {
+test('interactive: serial and monitor muxed on stdio, no -daemonize, no log file, no console socket', () => {
   const argv = buildQemuArgv(diskSpec({ interactive: true, seedIso: undefined }));
   const tail = argv.slice(argv.indexOf('-qmp') + 2);
   assert.deepEqual(tail, [
@@ -157,7 +170,11 @@ test('interactive: serial and monitor muxed on stdio, no -daemonize, no log file
     'chardev=con0,mode=readline',
   ]);
   assert.equal(argv.includes('-daemonize'), false);
-  assert.equal(argv.includes('/lab/logs/n1.log'), false);
+  assert.equal(
+    argv.some((a) => a.includes('/lab/logs/n1.log') || a.includes('n1.console')),
+    false,
+  );
+  assert.deepEqual(argv.slice(argv.indexOf('-fw_cfg'), argv.indexOf('-fw_cfg') + 2), NO_PXE6);
   assert.equal(
     argv.some((a) => a.includes('seed0')),
     false,
@@ -192,7 +209,7 @@ test('escapeOpt doubles commas; option values with paths use it, plain path argu
       firmware: { code: '/fw,1/code.fd', vars: '/l,ab/vars.fd' },
       disk: '/l,ab/d.qcow2',
       seedIso: '/l,ab/s.iso',
-      files: { pid: '/l,ab/p.pid', qmp: '/l,ab/q.sock', log: '/l,ab/s.log' },
+      files: { pid: '/l,ab/p.pid', qmp: '/l,ab/q.sock', log: '/l,ab/s.log', console: '/l,ab/c.sock' },
     }),
   );
   assert.ok(argv.includes('if=pflash,format=raw,unit=0,readonly=on,file=/fw,,1/code.fd'));
@@ -200,9 +217,30 @@ test('escapeOpt doubles commas; option values with paths use it, plain path argu
   assert.ok(argv.includes('if=none,id=disk0,format=qcow2,file=/l,,ab/d.qcow2'));
   assert.ok(argv.includes('if=none,id=seed0,format=raw,readonly=on,file=/l,,ab/s.iso'));
   assert.ok(argv.includes('unix:/l,,ab/q.sock,server=on,wait=off'));
-  assert.ok(argv.includes('file,id=ser0,path=/l,,ab/s.log'));
+  assert.ok(argv.includes('socket,id=ser0,path=/l,,ab/c.sock,server=on,wait=off,logfile=/l,,ab/s.log'));
   // -pidfile takes a bare path, not an option list: no escaping.
   assert.equal(argv[argv.indexOf('-pidfile') + 1], '/l,ab/p.pid');
+});
+
+test('without a console socket path the background serial goes to the log file only', () => {
+  const { console: _console, ...files } = FILES;
+  const argv = buildQemuArgv(diskSpec({ files }));
+  assert.deepEqual(argv.slice(argv.indexOf('-chardev'), argv.indexOf('-chardev') + 4), [
+    '-chardev',
+    'file,id=ser0,path=/lab/logs/n1.log',
+    '-serial',
+    'chardev:ser0',
+  ]);
+});
+
+test('every VM tells the firmware not to try PXE over IPv6: each arch and accelerator, attached or not', () => {
+  for (const arch of ['x86_64', 'aarch64'] as const)
+    for (const interactive of [false, true]) {
+      const argv = buildQemuArgv(diskSpec({ arch, interactive, accel: arch === 'x86_64' ? 'kvm' : 'hvf' }));
+      const i = argv.indexOf('-fw_cfg');
+      assert.deepEqual(argv.slice(i, i + 2), NO_PXE6, `${arch} interactive=${interactive}`);
+      assert.equal(argv.lastIndexOf('-fw_cfg'), i, 'once');
+    }
 });
 
 test('KVM uses -cpu host and -accel kvm; TCG uses -cpu max and multi-threaded TCG', () => {
@@ -237,21 +275,30 @@ function qmpPathFromArgv(argv: string[]): string {
  * Start the argv (minus -daemonize, plus -S, user networking instead of a TAP) under the real
  * binary and check QEMU accepted every option: QMP answers and the machine sits in prelaunch.
  */
-async function assertQemuAccepts(interactive: boolean): Promise<void> {
+async function assertQemuAccepts(interactive: boolean, arch: 'x86_64' | 'aarch64' = 'x86_64'): Promise<void> {
   // A comma in the directory name exercises escapeOpt against QEMU's own option parser.
   const { dir, cleanup } = await shortTempDir('pv,a-');
+  const fw =
+    arch === 'x86_64'
+      ? { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', template: '/usr/share/OVMF/OVMF_VARS_4M.fd' }
+      : { code: '/usr/share/AAVMF/AAVMF_CODE.fd', template: '/usr/share/AAVMF/AAVMF_VARS.fd' };
   const vars = join(dir, 'vars.fd');
-  copyFileSync('/usr/share/OVMF/OVMF_VARS_4M.fd', vars);
+  copyFileSync(fw.template, vars);
   const disk = join(dir, 'd.qcow2');
   await createBlankDisk(run, disk, 64 * 2 ** 20);
-  const files = { pid: join(dir, 'p.pid'), qmp: join(dir, 'q.sock'), log: join(dir, 's.log') };
+  const files = {
+    pid: join(dir, 'p.pid'),
+    qmp: join(dir, 'q.sock'),
+    log: join(dir, 's.log'),
+    console: join(dir, 'c.sock'),
+  };
   const argv = buildQemuArgv({
     name: 'real1',
-    arch: 'x86_64',
+    arch,
     accel: 'tcg',
     memoryMiB: 256,
     cpus: 1,
-    firmware: { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', vars },
+    firmware: { code: fw.code, vars },
     disk,
     boot: 'pxe',
     mac: '52:54:00:12:34:56',
@@ -261,7 +308,8 @@ async function assertQemuAccepts(interactive: boolean): Promise<void> {
   });
   assert.equal(argv.includes('-daemonize'), !interactive);
   const [cmd, ...args] = argv.filter((a) => a !== '-daemonize') as [string, ...string[]];
-  assert.equal(cmd, 'qemu-system-x86_64');
+  assert.equal(cmd, `qemu-system-${arch}`);
+  assert.ok(argv.includes('name=opt/org.tianocore/IPv6PXESupport,string=n'));
   const child = spawn(cmd, [...args, '-S'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
@@ -277,6 +325,16 @@ async function assertQemuAccepts(interactive: boolean): Promise<void> {
     qmp = await connectQmp(socket);
     assert.equal(await qmp.status(), 'prelaunch');
     assert.equal(readFileSync(files.pid, 'utf8').trim(), String(child.pid));
+    const serial = ((await qmp.execute('query-chardev')) as { label: string; filename: string }[]).find(
+      (c) => c.label === 'ser0',
+    );
+    if (interactive) assert.equal(serial, undefined);
+    else {
+      // The console socket listens (nobody attached yet) and the log file exists.
+      assert.equal(serial?.filename, `disconnected:unix:${files.console},server=on`);
+      assert.ok(existsSync(files.console));
+      assert.ok(existsSync(files.log));
+    }
     await qmp.execute('quit');
     assert.equal(await exited, 0);
   } finally {
@@ -294,4 +352,10 @@ test(
 
 test('real qemu-system-x86_64 accepts the interactive argv', { timeout: 30_000 }, () =>
   assertQemuAccepts(true),
+);
+
+test(
+  'real qemu-system-aarch64 accepts the daemon argv (AAVMF, fw_cfg, console socket)',
+  { timeout: 30_000 },
+  () => assertQemuAccepts(false, 'aarch64'),
 );
