@@ -95,6 +95,7 @@ ln -sf "$up/lib/$triplet/$(basename "$interp")" "$root/$interp"
 install -m 0755 "$here/init" "$root/init"
 install -m 0755 "$here/install.sh" "$root/usr/share/pvmlab/install.sh"
 install -m 0755 "$here/udhcpc.sh" "$root/usr/share/pvmlab/udhcpc.sh"
+install -m 0644 "$here/lib.sh" "$root/usr/share/pvmlab/lib.sh"
 {
   echo "pvmlab installer initrd ($arch, Debian $suite)"
   cat "$pkgroot/.packages"

@@ -23,27 +23,15 @@ log() { echo "pvmlab installer: $*"; }
 now() { cut -d ' ' -f 1 /proc/uptime; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# (busybox 1.35's wget -T crashes: timeouts come from the timeout applet.)
-# A JSON string body: no control characters, backslash and quote escaped.
-json_str() { printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g'; }
+. /usr/share/pvmlab/lib.sh
 
 # event <phase> [key value]...: POST {"type":"installer.<phase>","detail":{...}} to the stack.
+# (busybox 1.35's wget -T crashes: timeouts come from the timeout applet.)
 event() {
-  _type=$1
-  shift
-  _detail=
-  while [ $# -ge 2 ]; do
-    case $2 in
-      '' | *[!0-9.]* | 0[0-9]* | *.*.* | .* | *.) _v="\"$(json_str "$2")\"" ;;
-      *) _v=$2 ;;
-    esac
-    _detail="$_detail${_detail:+,}\"$1\":$_v"
-    shift 2
-  done
-  _body="{\"type\":\"installer.$_type\"${_detail:+,\"detail\":{$_detail}}}"
+  _body=$(event_body "$@")
   [ -n "$EVENTS_URL" ] || return 0
   timeout 15 wget -q -O /dev/null --header 'Content-Type: application/json' --post-data "$_body" "$EVENTS_URL" 2>/dev/null ||
-    log "could not report installer.$_type to the stack"
+    log "could not report installer.$1 to the stack"
 }
 
 fail() {

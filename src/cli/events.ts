@@ -139,13 +139,19 @@ export function installBlocker(vm: VmDefinition, ev: StackEvent): string | undef
  * `vm start --wait` for a PXE VM: wait for a 'ready' event newer than `since`; fail as soon as a
  * newer event says the installation cannot succeed (see `installBlocker`).
  */
+/**
+ * `ready`: cloud-init phoned home. `installed`: the installer finished and, as asked with
+ * --installer-no-reboot, stays at its shell instead of rebooting (no `ready` will come).
+ */
+export type WaitOutcome = 'ready' | 'installed';
+
 export async function waitForReady(
   ctx: Context,
   vm: VmDefinition,
   since: Date,
   timeoutMs: number,
   pollMs = 2000,
-): Promise<void> {
+): Promise<WaitOutcome> {
   const deadline = Date.now() + timeoutMs;
   log.info(
     `Waiting for ${vm.name} to be installed and report ready (up to ${Math.round(timeoutMs / 1000)} s)`,
@@ -157,7 +163,8 @@ export async function waitForReady(
       return [] as StackEvent[];
     });
     const fresh = events.filter((e) => Date.parse(e.at) >= since.getTime());
-    if (fresh.some((e) => e.type === 'ready')) return;
+    if (fresh.some((e) => e.type === 'ready')) return 'ready';
+    if (fresh.some((e) => e.type === 'installer.done' && e.detail?.reboot === false)) return 'installed';
     for (const e of fresh) {
       const blocker = installBlocker(vm, e);
       if (blocker) throw new PvmlabError(`${blocker}; see: pvmlab vm events ${vm.name}`);

@@ -103,7 +103,12 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
     if (pxe) {
       // A PXE VM is ready when the stack's timeline says so (cloud-init phones home).
       const { waitForReady } = await import('./events.js');
-      await waitForReady(ctx, vm, startedAt, timeout);
+      if ((await waitForReady(ctx, vm, startedAt, timeout)) === 'installed') {
+        log.success(
+          `VM '${name}' is installed; its installer stays at a shell (--installer-no-reboot): pvmlab vm console ${name}`,
+        );
+        return;
+      }
     } else {
       if (!vm.ip) throw new PvmlabError(`VM '${name}' has no IP address to wait on`);
       await waitForCloudInit(ctx, vm, timeout);

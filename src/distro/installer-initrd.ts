@@ -18,6 +18,7 @@ export const INSTALLER_SOURCES = [
   'installer/init',
   'installer/install.sh',
   'installer/udhcpc.sh',
+  'installer/lib.sh',
   'scripts/debian-fetch.sh',
 ];
 

@@ -80,6 +80,7 @@ describe('installer initrd', { timeout: 40 * 60_000 }, () => {
         'bin/busybox',
         'usr/share/pvmlab/install.sh',
         'usr/share/pvmlab/udhcpc.sh',
+        'usr/share/pvmlab/lib.sh',
         ...TOOLS.map((t) => `sbin/${t}`),
       ])
         assert.ok(list.includes(f) || list.includes(`./${f}`), `${f} in the initrd`);

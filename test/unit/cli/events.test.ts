@@ -149,8 +149,17 @@ test('waitForReady fails fast with the reason on each kind of failure event, and
   const { ctx, polls } = await fakeStack(t, (n) =>
     n < 4 ? harmless : [...harmless, ev(60, 'installer.done'), ev(90, 'ready')],
   );
-  await waitForReady(ctx, pxe1, START, 60_000, 20);
+  assert.equal(await waitForReady(ctx, pxe1, START, 60_000, 20), 'ready');
   assert.equal(polls(), 4);
+
+  // --installer-no-reboot: the installer says it is done and stays; no ready will come.
+  const stays = await fakeStack(t, (n) =>
+    n < 2 ? BOOT : [...BOOT, ev(60, 'installer.done', { seconds: 24.6, reboot: false })],
+  );
+  assert.equal(await waitForReady(stays.ctx, pxe1, START, 60_000, 20), 'installed');
+  // A done that reboots is not the end: it goes on waiting for ready.
+  const reboots = await fakeStack(t, () => [...BOOT, ev(60, 'installer.done', { reboot: true })]);
+  await assert.rejects(waitForReady(reboots.ctx, pxe1, START, 300, 20), { message: /^timed out/ });
 
   // Without a ready, the same events run into the timeout, not into a failure.
   const slow = await fakeStack(t, () => harmless);
