@@ -57,6 +57,15 @@ export function formatEvent(ev: StackEvent, first: StackEvent | undefined): stri
 }
 
 /** Print the timeline; with `follow`, keep printing until 'ready' or Ctrl-C. */
+/** `vm events --phases`: the last install's stretches and installer phases, from the timeline. */
+export async function showPhases(ctx: Context, vm: VmDefinition, json: boolean): Promise<void> {
+  const { formatPhases, provisionPhases } = await import('../stack/phases.js');
+  const p = provisionPhases(await fetchTimeline(ctx, vm));
+  if (json) return log.out(JSON.stringify(p, null, 2));
+  if (p.phases.length === 0) return log.info(`No install of ${vm.name} on its timeline yet.`);
+  log.out(formatPhases(p));
+}
+
 export async function showEvents(
   ctx: Context,
   vm: VmDefinition,

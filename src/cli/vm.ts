@@ -160,11 +160,18 @@ export function vmCommand(ctx: Context): Command {
     .argument('<vm-name>')
     .option('-f, --follow', 'keep printing new events', false)
     .option('--json', 'print JSON', false)
+    .option(
+      '--phases',
+      "where the last install's time went (firmware + DHCP, iPXE, installer, first boot)",
+      false,
+    )
     .action(async (name, o) => {
       validateName(name);
+      if (o.phases && o.follow) throw new UsageError('--phases and --follow cannot be used together');
       const def = await loadVm(ctx.app, name);
-      const { showEvents } = await import('./events.js');
-      await showEvents(ctx, def, o);
+      const { showEvents, showPhases } = await import('./events.js');
+      if (o.phases) await showPhases(ctx, def, o.json);
+      else await showEvents(ctx, def, o);
     });
 
   vm.command('logs')
