@@ -1,13 +1,15 @@
 /**
  * Benchmarks, each reported as a ratio to a baseline measured in the same run, so the
- * numbers mean something on any machine. Run with `npm run bench`.
+ * numbers mean something on any machine. Run with `npm run bench`; BENCH_ONLY=provision (or a
+ * comma-separated list of vm-list, boot-server, provision) runs only those scenarios.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { serializeVm, VM_SCHEMA_VERSION } from '../src/core/vmdef.js';
 import { bootServerScenario } from './boot-server.js';
+import { formatProvision, provisionScenario } from './provision.js';
 
 const BIN = resolve('bin/pvmlab.js');
 
@@ -73,38 +75,72 @@ async function vmListScenario(runs: number) {
   }
 }
 
+const SCENARIOS = ['vm-list', 'boot-server', 'provision'] as const;
+const only = (process.env.BENCH_ONLY ?? '')
+  .split(',')
+  .map((x) => x.trim())
+  .filter(Boolean);
+for (const o of only)
+  if (!(SCENARIOS as readonly string[]).includes(o))
+    throw new Error(`BENCH_ONLY: unknown scenario '${o}' (known: ${SCENARIOS.join(', ')})`);
+const wanted = (s: (typeof SCENARIOS)[number]) => only.length === 0 || only.includes(s);
+
+const loadAtStart = loadavg();
 const runs = Number(process.env.BENCH_RUNS ?? 21);
-const list = await vmListScenario(runs);
-const http = await bootServerScenario(Number(process.env.BENCH_SECONDS ?? 3));
+const list = wanted('vm-list') ? await vmListScenario(runs) : undefined;
+const http = wanted('boot-server')
+  ? await bootServerScenario(Number(process.env.BENCH_SECONDS ?? 3))
+  : undefined;
+// Last: minutes per run, and root only (it is skipped, and says so, otherwise).
+const provisionRuns = Number(process.env.BENCH_PROVISION_RUNS ?? 1);
+const provision = wanted('provision')
+  ? await provisionScenario(provisionRuns).catch((err: Error) => {
+      process.exitCode = 1;
+      return { error: err.message };
+    })
+  : undefined;
 const report = {
   date: new Date().toISOString(),
   node: process.version,
+  ...(only.length ? { only } : {}),
   runs,
-  bootServer: http,
-  scenarios: [
-    {
-      name: 'vm list --json, 100 VMs',
-      baseline: 'node -e 0',
-      goal: 'ratio <= 1.5',
-      ...list,
-    },
-  ],
+  /** 1, 5 and 15-minute load averages when the run started and ended: the machine is shared. */
+  load: { start: loadAtStart, end: loadavg() },
+  ...(http ? { bootServer: http } : {}),
+  ...(provision ? { provision } : {}),
+  scenarios: list
+    ? [
+        {
+          name: 'vm list --json, 100 VMs',
+          baseline: 'node -e 0',
+          goal: 'ratio <= 1.5',
+          ...list,
+        },
+      ]
+    : [],
 };
-console.log(`boot server load generator: ${http.generator}`);
-for (const r of http.results) {
-  if ('mibPerSec' in r)
-    console.log(
-      `${String(r.scenario)}: ${(r.mibPerSec as number).toFixed(0)} MiB/s vs nginx ${(r.baselineMibPerSec as number).toFixed(0)} MiB/s = ${(r.ratio as number).toFixed(2)}x`,
-    );
-  else
-    console.log(
-      `${String(r.scenario)}: ${(r.rps as number).toFixed(0)} req/s (p50 ${(r.p50 as number).toFixed(2)} ms, p99 ${(r.p99 as number).toFixed(2)} ms) vs nginx ${(r.baselineRps as number).toFixed(0)} req/s = ${(r.ratio as number).toFixed(2)}x`,
-    );
+if (http) {
+  console.log(`boot server load generator: ${http.generator}`);
+  for (const r of http.results) {
+    if ('mibPerSec' in r)
+      console.log(
+        `${String(r.scenario)}: ${(r.mibPerSec as number).toFixed(0)} MiB/s vs nginx ${(r.baselineMibPerSec as number).toFixed(0)} MiB/s = ${(r.ratio as number).toFixed(2)}x`,
+      );
+    else
+      console.log(
+        `${String(r.scenario)}: ${(r.rps as number).toFixed(0)} req/s (p50 ${(r.p50 as number).toFixed(2)} ms, p99 ${(r.p99 as number).toFixed(2)} ms) vs nginx ${(r.baselineRps as number).toFixed(0)} req/s = ${(r.ratio as number).toFixed(2)}x`,
+      );
+  }
 }
 for (const s of report.scenarios)
   console.log(
     `${s.name}: ${s.subjectMs.toFixed(1)} ms vs ${s.baseline} ${s.baselineMs.toFixed(1)} ms = ${s.ratio.toFixed(2)}x (${s.goal})`,
   );
+if (provision)
+  for (const line of 'error' in provision
+    ? [`provision: failed: ${provision.error}`]
+    : formatProvision(provision))
+    console.log(line);
 await mkdir('bench/results', { recursive: true });
 await writeFile(
   join('bench/results', `${report.date.replace(/[:.]/g, '-')}.json`),

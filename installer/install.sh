@@ -136,14 +136,17 @@ case $PVMLAB_ARCH in
   aarch64) ROOT_TYPE=8305 GRUB_TARGET=arm64-efi ;;
   *) ROOT_TYPE=8304 GRUB_TARGET=x86_64-efi ;;
 esac
-sgdisk --zap-all "$DISK" >/dev/null 2>&1
-run sgdisk -n 1:1MiB:+256MiB -t 1:ef00 -c 1:EFI -n "2:0:0" -t "2:$ROOT_TYPE" -c 2:root "$DISK"
+# One call: a new, empty GPT (-o, which also rewrites the protective MBR and the backup table)
+# and both partitions.
+run sgdisk -o -n 1:1MiB:+256MiB -t 1:ef00 -c 1:EFI -n "2:0:0" -t "2:$ROOT_TYPE" -c 2:root "$DISK"
 blockdev --rereadpt "$DISK" 2>/dev/null
 wait_for 10 -b "${PART}2" || fail "the kernel does not show ${PART}2 after partitioning"
 ROOT_UUID=$(cat /proc/sys/kernel/random/uuid)
 ESP_ID=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr 'a-f' 'A-F')
 ESP_UUID=$(echo "$ESP_ID" | sed 's/\(....\)\(....\)/\1-\2/')
-run mkfs.fat -F 32 -n EFI -i "$ESP_ID" "${PART}1"
+# The ESP is formatted while the root file system streams in; its mount waits for it.
+(mkfs.fat -F 32 -n EFI -i "$ESP_ID" "${PART}1" >/tmp/mkfs.out 2>&1 && echo ok >/tmp/mkfs.out) &
+MKFS=$!
 event disk device "$DISK" bytes "$DISK_BYTES" esp "${PART}1" root "${PART}2" seconds "$(since "$T")"
 
 # --- rootfs: streamed from the stack straight onto the disk -------------------------------------
@@ -171,7 +174,9 @@ WGET=$!
 if [ $SINK = tar ]; then
   ($DECOMPRESS </tmp/rootfs.pipe | tar -x -C "$TARGET") >/tmp/sink.err 2>&1 &
 else
-  ($DECOMPRESS </tmp/rootfs.pipe | dd of="${PART}2" bs=4M) >/tmp/sink.err 2>&1 &
+  # O_DIRECT: no copy through the page cache and no writeback afterwards (measured under TCG:
+  # 9-10 s instead of 17 s for the debian-12 image).
+  ($DECOMPRESS </tmp/rootfs.pipe | dd of="${PART}2" bs=4M iflag=fullblock oflag=direct) >/tmp/sink.err 2>&1 &
 fi
 SINK_PID=$!
 # Progress: the bytes wget has written so far (its I/O accounting), every 10 %.
@@ -192,12 +197,16 @@ wait $SINK_PID
 SINK_RC=$?
 [ $WGET_RC -eq 0 ] || fail "download of $URL failed: $(tr '\n' ' ' </tmp/wget.err)"
 [ $SINK_RC -eq 0 ] || fail "writing the root file system failed: $(tail -n 3 /tmp/sink.err | tr '\n' ' ')"
+log "root file system written in $(since "$T") s"
 if [ $SINK = image ]; then
-  # The image is as small as its files (checked when it was built, and zstd checks every frame);
-  # grow it to the partition and give it this machine's UUID.
-  run resize2fs "${PART}2"
+  # The image is as small as its files (checked when it was built, and zstd checks every frame):
+  # give it this machine's UUID while it is small (tune2fs rewrites every metadata checksum),
+  # then grow it to the partition.
+  T2=$(now)
   run tune2fs -U "$ROOT_UUID" "${PART}2"
+  run resize2fs "${PART}2"
   run mount -t ext4 "${PART}2" "$TARGET"
+  log "new UUID, grown to the partition and mounted in $(since "$T2") s"
 fi
 event rootfs bytes "$PVMLAB_ROOTFS_BYTES" total "$PVMLAB_ROOTFS_BYTES" percent 100 format "$PVMLAB_ROOTFS_FORMAT" seconds "$(since "$T")"
 
@@ -205,6 +214,8 @@ event rootfs bytes "$PVMLAB_ROOTFS_BYTES" total "$PVMLAB_ROOTFS_BYTES" percent 1
 PHASE=seed
 T=$(now)
 mkdir -p "$TARGET/boot/efi"
+wait $MKFS
+[ "$(cat /tmp/mkfs.out)" = ok ] || fail "mkfs.fat ${PART}1 failed: $(tail -n 3 /tmp/mkfs.out | tr '\n' ' ')"
 run mount -t vfat "${PART}1" "$TARGET/boot/efi"
 SEED=$TARGET/var/lib/cloud/seed/nocloud-net
 mkdir -p "$SEED"

@@ -52,6 +52,9 @@ export function installScript(i: InstallScriptInput): string {
     consoleArg(i.vm.arch),
     `config_url=${i.base}/config/${i.mac}`,
     `pvmlab_events=${i.base}/api/machines/${i.mac}/events`,
+    // Warnings and errors only: the installer prints its own progress, and every line the kernel
+    // writes to an emulated UART costs boot time under TCG.
+    'quiet',
     ...(i.extraArgs ?? []),
   ];
   // The report is an empty file: fetched, then freed; a report that cannot be sent is ignored.

@@ -19,6 +19,8 @@ export interface CliOptions {
   env?: NodeJS.ProcessEnv;
   input?: string;
   timeoutMs?: number;
+  /** Variables removed from the inherited environment (e.g. PVMLAB_ACCEL, to test the default path). */
+  unset?: string[];
 }
 
 export function runCli(args: string[], o: CliOptions): Promise<CliResult> {
@@ -26,8 +28,10 @@ export function runCli(args: string[], o: CliOptions): Promise<CliResult> {
     ? ['ip', 'netns', 'exec', o.netns, process.execPath, BIN, ...args]
     : [process.execPath, BIN, ...args];
   return new Promise((res, rej) => {
+    const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', PVMLAB_HOME: o.home, ...o.env };
+    for (const k of o.unset ?? []) delete env[k];
     const child = spawn(argv[0] as string, argv.slice(1), {
-      env: { ...process.env, NO_COLOR: '1', PVMLAB_HOME: o.home, ...o.env },
+      env,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';

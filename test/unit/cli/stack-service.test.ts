@@ -2,20 +2,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { BIN, runCli, tempHome, type CliResult } from '../../helpers/cli.js';
+import { freePort } from '../../helpers/ports.js';
 import { processesWith } from '../../helpers/procs.js';
 import { waitFor } from '../../helpers/qemu.js';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /**
  * `stack start|stop|status|logs` end to end on loopback: the real `stack serve` with

@@ -309,7 +309,7 @@ function installScriptFor(host: string, vm: 'pxe1' | 'pxe2'): string {
       `echo pvmlab: pxe1 (${PXE1_MAC}) ubuntu-24.04 x86_64`,
       `kernel ${b}/images/ubuntu-24.04/x86_64/vmlinuz initrd=initrd.gz initrd=modules.cpio.gz ip=dhcp` +
         ` console=ttyS0,115200 config_url=${b}/config/${PXE1_MAC}` +
-        ` pvmlab_events=${b}/api/machines/${PXE1_MAC}/events || goto failed-kernel`,
+        ` pvmlab_events=${b}/api/machines/${PXE1_MAC}/events quiet || goto failed-kernel`,
       `initrd --name initrd.gz ${b}/initrds/x86_64/initrd.gz || goto failed-initrd-1`,
       `initrd --name modules.cpio.gz ${b}/images/ubuntu-24.04/x86_64/modules.cpio.gz || goto failed-initrd-2`,
       'boot || goto failed-boot',
@@ -327,7 +327,7 @@ function installScriptFor(host: string, vm: 'pxe1' | 'pxe2'): string {
     `echo pvmlab: pxe2 (${PXE2_MAC}) debian-12 aarch64`,
     `kernel ${b}/images/debian-12/aarch64/linux initrd=initrd.gz ip=dhcp` +
       ` console=ttyAMA0,115200 config_url=${b}/config/${PXE2_MAC}` +
-      ` pvmlab_events=${b}/api/machines/${PXE2_MAC}/events || goto failed-kernel`,
+      ` pvmlab_events=${b}/api/machines/${PXE2_MAC}/events quiet || goto failed-kernel`,
     `initrd --name initrd.gz ${b}/initrds/aarch64/initrd.gz || goto failed-initrd-1`,
     'boot || goto failed-boot',
     ...reportLines(b, PXE2_MAC, 'failed-boot', 'step=boot'),
