@@ -1,5 +1,6 @@
 import { startProcess, type LineProcess } from '../core/exec.js';
 import type { VmDefinition } from '../core/vmdef.js';
+import { macFromDuid } from './dnsmasq-log.js';
 
 export const DNS_DOMAIN = 'pvmlab.local';
 
@@ -120,19 +121,20 @@ export function dhcpHosts(vms: readonly VmDefinition[]): string {
  * The lease file without leases that would keep a machine from its reservation: an IPv4 lease on
  * an address now reserved for another MAC (a VM cleaned and created again gets the same address
  * and a new MAC: dnsmasq would not hand out an address another client still leases, for an hour),
- * and any IPv6 lease on a reserved address (lines there carry a DUID, not a MAC; the owner asks
- * again and gets it). Pure; `dropped` says what went.
+ * and an IPv6 lease on a reserved address unless its DUID-LL(T) carries the owner's MAC (lines
+ * there carry a DUID, not a MAC; an owner with another kind of DUID asks again and gets it).
+ * Pure; `dropped` says what went.
  */
 export function dropStaleLeases(
   leases: string,
   vms: readonly VmDefinition[],
 ): { text: string; dropped: string[] } {
   const v4 = new Map<string, string>();
-  const v6 = new Set<string>();
+  const v6 = new Map<string, string>();
   for (const v of vms) {
     if (v.role !== 'target' || !v.mac) continue;
     if (v.ip) v4.set(v.ip, v.mac.toLowerCase());
-    if (v.ipv6) v6.add(v.ipv6.toLowerCase());
+    if (v.ipv6) v6.set(v.ipv6.toLowerCase(), v.mac.toLowerCase());
   }
   const kept: string[] = [];
   const dropped: string[] = [];
@@ -145,9 +147,10 @@ export function dropStaleLeases(
       continue;
     }
     const f = line.split(' ');
-    const [, a, b] = f;
+    const [, a, b, , id] = f;
+    const owner = inV6 && b !== undefined ? v6.get(b.toLowerCase()) : undefined;
     const stale = inV6
-      ? b !== undefined && v6.has(b.toLowerCase())
+      ? owner !== undefined && (id === undefined || macFromDuid(id) !== owner)
       : a !== undefined && b !== undefined && v4.has(b) && v4.get(b) !== a.toLowerCase();
     (stale ? dropped : kept).push(line);
   }

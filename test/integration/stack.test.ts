@@ -105,8 +105,16 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
     try {
       nsx(['timeout', '30', 'dhclient', '-6', '-1', '-lf', lease, '-pf', pid, '-sf', '/bin/true', iface]);
     } finally {
-      // dhclient forks into the background once bound.
-      if (existsSync(pid)) nsx(['kill', readFileSync(pid, 'utf8').trim()]);
+      // dhclient forks into the background once bound; the child creates the pid file, then
+      // writes it: wait for the number rather than read an empty file.
+      if (existsSync(pid)) {
+        const n = await waitFor(
+          "dhclient's pid",
+          () => readFileSync(pid, 'utf8').trim() || undefined,
+          5_000,
+        );
+        nsx(['kill', n]);
+      }
     }
     const m = /iaaddr (\S+) \{/.exec(readFileSync(lease, 'utf8'));
     assert.ok(m, `a DHCPv6 lease in ${readFileSync(lease, 'utf8')}`);

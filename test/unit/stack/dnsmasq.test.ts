@@ -473,4 +473,10 @@ test('dropStaleLeases: a lease on an address reserved for another MAC goes; the 
   assert.deepEqual(dropStaleLeases('', vms), { text: '', dropped: [] });
   // The reserved owner's lease under the right MAC (any case) stays.
   assert.deepEqual(dropStaleLeases('1 8a:3b:26:23:79:55 10.0.0.2 t1 01:8a\n', vms).dropped, []);
+  // IPv6: the owner's DUID-LLT or DUID-LL keeps its lease; another MAC's DUID loses it.
+  const v6 = (duid: string) => dropStaleLeases(`duid 00:01\n1 7 fd00::2 t1 ${duid}\n`, vms).dropped.length;
+  assert.equal(v6('00:01:00:01:2e:ab:11:8e:8A:3B:26:23:79:55'), 0);
+  assert.equal(v6('00:03:00:01:8a:3b:26:23:79:55'), 0);
+  assert.equal(v6('00:01:00:01:2e:ab:11:8e:d6:ea:6d:ce:10:cb'), 1);
+  assert.equal(v6('00:04:11:22:33:44:55:66:77:88:99:00:aa:bb:cc:dd:ee:ff'), 1);
 });
