@@ -121,9 +121,9 @@ export function dhcpHosts(vms: readonly VmDefinition[]): string {
  * The lease file without leases that would keep a machine from its reservation: an IPv4 lease on
  * an address now reserved for another MAC (a VM cleaned and created again gets the same address
  * and a new MAC: dnsmasq would not hand out an address another client still leases, for an hour),
- * and an IPv6 lease on a reserved address unless its DUID-LL(T) carries the owner's MAC (lines
- * there carry a DUID, not a MAC; an owner with another kind of DUID asks again and gets it).
- * Pure; `dropped` says what went.
+ * and an IPv6 lease on a reserved address whose DUID-LL(T) carries another MAC (lines there carry
+ * a DUID, not a MAC; a DUID-UUID, as UEFI firmware sends, says nothing about the machine, so its
+ * lease stays: dropping it would restart dnsmasq on every change). Pure; `dropped` says what went.
  */
 export function dropStaleLeases(
   leases: string,
@@ -150,12 +150,14 @@ export function dropStaleLeases(
     const [, a, b, , id] = f;
     const owner = inV6 && b !== undefined ? v6.get(b.toLowerCase()) : undefined;
     const stale = inV6
-      ? owner !== undefined && (id === undefined || macFromDuid(id) !== owner)
+      ? owner !== undefined && isOtherMac(id === undefined ? undefined : macFromDuid(id), owner)
       : a !== undefined && b !== undefined && v4.has(b) && v4.get(b) !== a.toLowerCase();
     (stale ? dropped : kept).push(line);
   }
   return { text: kept.length ? `${kept.join('\n')}\n` : '', dropped };
 }
+
+const isOtherMac = (mac: string | undefined, owner: string) => mac !== undefined && mac !== owner;
 
 /** addn-hosts lines for pvmlab.local: `ip name`, `ipv6 name`. */
 export function dnsHosts(vms: readonly VmDefinition[]): string {

@@ -108,11 +108,7 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
       // dhclient forks into the background once bound; the child creates the pid file, then
       // writes it: wait for the number rather than read an empty file.
       if (existsSync(pid)) {
-        const n = await waitFor(
-          "dhclient's pid",
-          () => readFileSync(pid, 'utf8').trim() || undefined,
-          5_000,
-        );
+        const n = await waitFor("dhclient's pid", () => readFileSync(pid, 'utf8').trim() || undefined, 5_000);
         nsx(['kill', n]);
       }
     }
@@ -482,6 +478,13 @@ describe('pxeboot stack: dnsmasq + boot server in a network namespace', { timeou
     assert.equal(lease.boot_file, 'ipxe-x86_64.efi');
     assert.equal(await dhcp6('vc2'), `${PREFIX6}32`, 'the IPv6 reservation too (.50 -> ::32)');
     assert.equal(get('/ipxe?mac=52:54:00:00:aa:02').status, 200);
-    assert.equal(health().dnsmasq.pid, pid, 'dnsmasq was reloaded (SIGHUP), not restarted');
+    assert.equal(
+      health().dnsmasq.pid,
+      pid,
+      `dnsmasq was reloaded (SIGHUP), not restarted\n${stackLog
+        .split('\n')
+        .filter((l) => /lease/.test(l))
+        .join('\n')}`,
+    );
   });
 });
