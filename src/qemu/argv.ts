@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { NicAttachment } from '../net/driver.js';
 import type { Arch } from '../lab/validate.js';
 import type { Accel } from './accel.js';
@@ -44,6 +45,21 @@ export const FIRMWARE_FW_CFG: readonly string[] = [
   'name=opt/org.tianocore/IPv6PXESupport,string=n',
 ];
 
+/**
+ * The machine's SMBIOS system UUID: a name-based (v5) UUID of its MAC, so it is stable across
+ * starts and differs between VMs, as on real servers. Without it every VM has the all-zero UUID,
+ * and firmware and iPXE send DHCPv6 with the same DUID-UUID for all of them.
+ */
+export function machineUuid(mac: string): string {
+  const h = createHash('sha1').update(UUID_NAMESPACE).update(mac.toLowerCase()).digest();
+  h[6] = ((h[6] as number) & 0x0f) | 0x50; // version 5
+  h[8] = ((h[8] as number) & 0x3f) | 0x80; // RFC 4122 variant
+  const x = h.subarray(0, 16).toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+/** pvmlab's namespace for machineUuid (random, fixed). */
+const UUID_NAMESPACE = Buffer.from('6f1d8a52c3e94b7e9a0d2c55e1b47a39', 'hex');
+
 /** QEMU option values are comma-separated: a literal comma in a path is written twice. */
 export function escapeOpt(value: string): string {
   return value.replaceAll(',', ',,');
@@ -77,6 +93,8 @@ export function buildQemuArgv(s: QemuSpec): string[] {
     // The pid file path is unique per lab and VM; the identity check looks for it in the command line.
     '-name',
     `pvmlab-${s.name}`,
+    '-uuid',
+    machineUuid(s.mac),
     ...machineArgs(s.arch, s.accel),
     '-smp',
     String(s.cpus),

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../../../src/core/exec.js';
-import { buildQemuArgv, escapeOpt, qemuBinary, type QemuSpec } from '../../../src/qemu/argv.js';
+import { buildQemuArgv, escapeOpt, machineUuid, qemuBinary, type QemuSpec } from '../../../src/qemu/argv.js';
 import { createBlankDisk } from '../../../src/qemu/img.js';
 import type { QmpClient } from '../../../src/qemu/qmp.js';
 import { connectQmp, killQuietly, shortTempDir, waitFor } from '../../helpers/qemu.js';
@@ -47,6 +47,8 @@ test('x86_64 disk VM with a seed ISO under TCG: the full argv', () => {
     'qemu-system-x86_64',
     '-name',
     'pvmlab-n1',
+    '-uuid',
+    'a98e8d04-8d68-5c92-afdf-63cebd2c7596',
     '-machine',
     'q35',
     '-accel',
@@ -117,6 +119,8 @@ test('aarch64 PXE VM under HVF behind socket_vmnet_client: wrapper first, socket
     'qemu-system-aarch64',
     '-name',
     'pvmlab-pxe1',
+    '-uuid',
+    '99b124e5-b079-54a3-8556-8b72a9491041',
     '-machine',
     'virt,gic-version=3',
     '-accel',
@@ -359,3 +363,11 @@ test(
   { timeout: 30_000 },
   () => assertQemuAccepts(false, 'aarch64'),
 );
+
+test('machineUuid: a stable RFC 4122 v5 UUID per MAC, any case', () => {
+  const u = machineUuid('52:54:00:12:34:56');
+  assert.match(u, /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.equal(machineUuid('52:54:00:12:34:56'), u);
+  assert.equal(machineUuid('52:54:00:12:34:56'.toUpperCase()), u);
+  assert.notEqual(machineUuid('52:54:00:12:34:57'), u);
+});
