@@ -180,13 +180,11 @@ async function unlockWhenRunning(files: VmFiles, session: Promise<unknown>, unlo
 }
 
 /**
- * Undo what this attempt made and only that. The attempt holds the VM lock and began with no QEMU
- * running, so a QEMU in the pid file now is its own; sockets and the TAP go only when no live
- * process holds them.
+ * Undo what this attempt made and only that. A start that failed has no QEMU of its own left
+ * (startWithAccel stops the one it launched), so a QEMU in the pid file is someone else's: its pid
+ * file, sockets and TAP stay; only files and a TAP no live process holds go.
  */
 async function undoFailedStart(files: VmFiles, driver: NetworkDriver, name: string): Promise<void> {
-  if ((await vmProcess(files.pid)).state === 'running')
-    await stopQemu(files, { graceMs: 0 }).catch((e: Error) => log.warn(`could not stop QEMU: ${e.message}`));
   await removeStaleRuntime(files).catch(() => undefined);
   await driver
     .detach({ name })

@@ -56,6 +56,8 @@ export interface StopOptions {
   /** How long the guest gets to power off after ACPI power-down. */
   graceMs?: number;
   onStep?: (msg: string) => void;
+  /** Stop only this QEMU (the one a start attempt launched); another in the pid file is left alone. */
+  onlyPid?: number;
 }
 
 export type StopOutcome = 'not-running' | 'powered-off' | 'quit' | 'killed';
@@ -99,6 +101,7 @@ export async function stopQemu(files: VmFiles, options: StopOptions = {}): Promi
     return 'not-running';
   }
   const pid = info.pid;
+  if (options.onlyPid !== undefined && pid !== options.onlyPid) return 'not-running';
   let outcome: StopOutcome | undefined;
   let qmp: QmpClient | undefined;
   try {
