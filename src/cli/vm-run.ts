@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { PvmlabError, UsageError } from '../core/errors.js';
 import { log } from '../core/log.js';
-import { vmFiles } from '../core/paths.js';
+import { vmFiles, type VmFiles } from '../core/paths.js';
 import { pathExists, removePath } from '../core/fsutil.js';
 import { loadLabConfig } from '../lab/config.js';
 import type { VmDefinition } from '../core/vmdef.js';
@@ -10,8 +10,16 @@ import { accelHost, describeChoice, hostArch, resolveAccel } from '../qemu/accel
 import { fallbackWarning, startWithAccel } from '../qemu/accel-start.js';
 import type { BootTarget } from '../qemu/argv.js';
 import { findFirmware } from '../qemu/firmware.js';
-import { ensureVarsFile, stopQemu } from '../qemu/lifecycle.js';
+import {
+  clearStaleRuntime,
+  ensureVarsFile,
+  removeStaleRuntime,
+  stopQemu,
+  type StopOutcome,
+} from '../qemu/lifecycle.js';
 import { vmProcess } from '../qemu/process.js';
+import { acquireVmLock, withVmLock, type VmLockHolder } from '../qemu/vm-lock.js';
+import type { NetworkDriver } from '../net/driver.js';
 import { ensureLabDirs, type Context } from './context.js';
 import { networkDriver } from './network-driver.js';
 import { waitForCloudInit } from './wait.js';
@@ -34,6 +42,56 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
   if (opts.wait && opts.interactive) throw new UsageError('--wait and --interactive cannot be used together');
   const vm = await loadVm(ctx.app, name);
   const files = vmFiles(ctx.app, name);
+  // One start (or stop) of a VM at a time: a start that loses finds the VM running and touches nothing.
+  const lock = await acquireVmLock(ctx.app, name, 'start', { onWait: waitingFor(name) });
+  let locked = true;
+  const unlock = async () => {
+    if (locked) {
+      locked = false;
+      await lock.release();
+    }
+  };
+  let pxe: boolean;
+  let startedAt: Date;
+  try {
+    ({ pxe, startedAt } = await launch(ctx, vm, files, opts, unlock));
+  } finally {
+    await unlock();
+  }
+  if (opts.interactive) return;
+  log.success(`VM '${name}' is running; console log: ${files.log}`);
+  if (opts.wait) {
+    const timeout = opts.waitTimeoutMs ?? waitTimeout(ctx.env, hostArch() !== vm.arch);
+    if (pxe) {
+      // A PXE VM is ready when the stack's timeline says so (cloud-init phones home).
+      const { waitForReady } = await import('./events.js');
+      if ((await waitForReady(ctx, vm, startedAt, timeout)) === 'installed') {
+        log.success(
+          `VM '${name}' is installed; its installer stays at a shell (--installer-no-reboot): pvmlab vm console ${name}`,
+        );
+        return;
+      }
+    } else {
+      if (!vm.ip) throw new PvmlabError(`VM '${name}' has no IP address to wait on`);
+      await waitForCloudInit(ctx, vm, timeout);
+    }
+    log.success(`VM '${name}' is ready.`);
+  }
+}
+
+function waitingFor(name: string): (h: VmLockHolder) => void {
+  return (h) => log.info(`waiting for pvmlab (pid ${h.pid}, vm ${h.operation}) to finish with VM '${name}'`);
+}
+
+/** Start QEMU for the VM; the caller holds the VM's lock (an interactive start gives it up via `unlock`). */
+async function launch(
+  ctx: Context,
+  vm: VmDefinition,
+  files: VmFiles,
+  opts: StartOptions,
+  unlock: () => Promise<void>,
+): Promise<{ pxe: boolean; startedAt: Date }> {
+  const name = vm.name;
   if ((await vmProcess(files.pid)).state === 'running')
     throw new PvmlabError(`VM '${name}' is already running`);
   // PXE VMs boot their disk first and fall back to the network; --boot pxe puts the NIC first.
@@ -63,58 +121,74 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
     accelHost(ctx.app, ctx.runner, ctx.env),
   );
   if (choice.source === 'probe') log.info(`Accelerator for ${vm.arch} guests: ${describeChoice(choice)}`);
+  // Before anything is made: a dead QEMU's pid file and sockets go, a live process's stop the start.
+  await clearStaleRuntime(name, files);
   const nic = await driver.attach({ name, mac: vm.mac });
   log.info(`Starting VM '${name}' (${vm.arch}, ${choice.accel}, ${vm.pxeboot ? 'PXE' : 'disk'})`);
   const startedAt = new Date();
   if (opts.interactive) {
     log.info('Serial console attached. Ctrl-a x quits QEMU, Ctrl-a c toggles the QEMU monitor.');
   }
+  const started = startWithAccel(
+    {
+      name,
+      arch: vm.arch,
+      memoryMiB: opts.memoryMiB ?? vm.memory ?? DEFAULT_MEMORY_MIB[vm.role],
+      cpus: opts.cpus ?? vm.cpus ?? DEFAULT_CPUS,
+      firmware: { code: firmware.code, vars: files.varsFd },
+      disk: files.disk,
+      ...(seedIso ? { seedIso } : {}),
+      boot,
+      mac: vm.mac,
+      nic,
+      files,
+      interactive: opts.interactive,
+    },
+    choice,
+    ctx.runner,
+    (reason, recordedIn) => log.warn(fallbackWarning(choice.accel, reason, recordedIn)),
+  );
+  // An attached console runs for the whole session: the lock goes once its QEMU is up.
+  if (opts.interactive) void unlockWhenRunning(files, started, unlock);
   try {
-    await startWithAccel(
-      {
-        name,
-        arch: vm.arch,
-        memoryMiB: opts.memoryMiB ?? vm.memory ?? DEFAULT_MEMORY_MIB[vm.role],
-        cpus: opts.cpus ?? vm.cpus ?? DEFAULT_CPUS,
-        firmware: { code: firmware.code, vars: files.varsFd },
-        disk: files.disk,
-        ...(seedIso ? { seedIso } : {}),
-        boot,
-        mac: vm.mac,
-        nic,
-        files,
-        interactive: opts.interactive,
-      },
-      choice,
-      ctx.runner,
-      (reason, recordedIn) => log.warn(fallbackWarning(choice.accel, reason, recordedIn)),
-    );
+    await started;
   } catch (err) {
-    await driver.detach({ name }).catch(() => undefined);
+    if (!opts.interactive) await undoFailedStart(files, driver, name);
     throw err;
-  }
-  if (opts.interactive) {
-    await driver.detach({ name }).catch(() => undefined);
-    return;
-  }
-  log.success(`VM '${name}' is running; console log: ${files.log}`);
-  if (opts.wait) {
-    const timeout = opts.waitTimeoutMs ?? waitTimeout(ctx.env, hostArch() !== vm.arch);
-    if (pxe) {
-      // A PXE VM is ready when the stack's timeline says so (cloud-init phones home).
-      const { waitForReady } = await import('./events.js');
-      if ((await waitForReady(ctx, vm, startedAt, timeout)) === 'installed') {
-        log.success(
-          `VM '${name}' is installed; its installer stays at a shell (--installer-no-reboot): pvmlab vm console ${name}`,
-        );
-        return;
-      }
-    } else {
-      if (!vm.ip) throw new PvmlabError(`VM '${name}' has no IP address to wait on`);
-      await waitForCloudInit(ctx, vm, timeout);
+  } finally {
+    if (opts.interactive) {
+      // The session is over; its TAP goes unless another start took the VM meanwhile.
+      await unlock();
+      await withVmLock(ctx.app, name, 'start', async () => {
+        if ((await vmProcess(files.pid)).state !== 'running')
+          await driver.detach({ name }).catch((e: Error) => log.warn(e.message));
+      });
     }
-    log.success(`VM '${name}' is ready.`);
   }
+  return { pxe, startedAt };
+}
+
+async function unlockWhenRunning(files: VmFiles, session: Promise<unknown>, unlock: () => Promise<void>) {
+  let over = false;
+  const ended = session.then(
+    () => (over = true),
+    () => (over = true),
+  );
+  while (!over && (await vmProcess(files.pid)).state !== 'running')
+    await Promise.race([ended, new Promise((r) => setTimeout(r, 100))]);
+  if (!over) await unlock();
+}
+
+/**
+ * Undo what this attempt made and only that. A start that failed has no QEMU of its own left
+ * (startWithAccel stops the one it launched), so a QEMU in the pid file is someone else's: its pid
+ * file, sockets and TAP stay; only files and a TAP no live process holds go.
+ */
+async function undoFailedStart(files: VmFiles, driver: NetworkDriver, name: string): Promise<void> {
+  await removeStaleRuntime(files).catch(() => undefined);
+  await driver
+    .detach({ name })
+    .catch((e: Error) => log.warn(`could not remove the VM's network device: ${e.message}`));
 }
 
 /**
@@ -130,6 +204,13 @@ export function waitTimeout(env: NodeJS.ProcessEnv, emulated = false): number {
 
 export async function stopVm(ctx: Context, name: string, graceMs?: number): Promise<string> {
   await loadVm(ctx.app, name);
+  // Waits for a start in progress, then stops what it started: never a half-made VM.
+  return withVmLock(ctx.app, name, 'stop', () => stopLocked(ctx, name, graceMs), {
+    onWait: waitingFor(name),
+  });
+}
+
+async function stopLocked(ctx: Context, name: string, graceMs?: number): Promise<StopOutcome> {
   const files = vmFiles(ctx.app, name);
   const outcome = await stopQemu(files, {
     onStep: (m) => log.info(m),
@@ -146,24 +227,33 @@ export async function stopVm(ctx: Context, name: string, graceMs?: number): Prom
 export async function cleanVm(ctx: Context, vm: VmDefinition | string): Promise<void> {
   const name = typeof vm === 'string' ? vm : vm.name;
   const files = vmFiles(ctx.app, name);
-  if ((await vmProcess(files.pid)).state === 'running') await stopVm(ctx, name, 10_000);
-  else
-    await networkDriver(ctx, await loadLabConfig(ctx.app))
-      .detach({ name })
-      .catch(() => undefined);
-  await withLabLock(ctx.app, async () => {
-    for (const p of [
-      files.disk,
-      files.varsFd,
-      files.noreboot,
-      files.seedIso,
-      files.seedDir,
-      files.log,
-      files.pid,
-      files.qmp,
-      files.console,
-    ])
-      await removePath(p);
-    await deleteVmDefinition(ctx.app, name);
-  });
+  // Held to the end: a start that slips in between the stop and the removal would lose its files.
+  await withVmLock(
+    ctx.app,
+    name,
+    'clean',
+    async () => {
+      if ((await vmProcess(files.pid)).state === 'running') await stopLocked(ctx, name, 10_000);
+      else
+        await networkDriver(ctx, await loadLabConfig(ctx.app))
+          .detach({ name })
+          .catch(() => undefined);
+      await withLabLock(ctx.app, async () => {
+        for (const p of [
+          files.disk,
+          files.varsFd,
+          files.noreboot,
+          files.seedIso,
+          files.seedDir,
+          files.log,
+          files.pid,
+          files.qmp,
+          files.console,
+        ])
+          await removePath(p);
+        await deleteVmDefinition(ctx.app, name);
+      });
+    },
+    { onWait: waitingFor(name) },
+  );
 }

@@ -71,6 +71,34 @@ export class BridgeDriver implements NetworkDriver {
     return r.code === 0;
   }
 
+  private async linkFlags(dev: string): Promise<string[] | undefined> {
+    const r = await this.runner('ip', ipArgv.show(dev));
+    if (r.code !== 0) return undefined;
+    try {
+      const links = JSON.parse(r.stdout) as { flags?: unknown }[];
+      const flags = links[0]?.flags;
+      return Array.isArray(flags) ? flags.filter((f): f is string => typeof f === 'string') : [];
+    } catch {
+      return [];
+    }
+  }
+
+  /**
+   * Whether a process (a QEMU) holds the TAP open. A TAP has carrier exactly while a process is
+   * attached to it, which shows as LOWER_UP once the link is up; a TAP that is down is brought up
+   * to tell (pvmlab's TAPs are always up anyway).
+   */
+  private async tapState(tap: string): Promise<'absent' | 'free' | 'in-use'> {
+    let flags = await this.linkFlags(tap);
+    if (flags === undefined) return 'absent';
+    if (!flags.includes('UP')) {
+      await this.ip(ipArgv.up(tap));
+      flags = await this.linkFlags(tap);
+      if (flags === undefined) return 'absent';
+    }
+    return flags.includes('LOWER_UP') ? 'in-use' : 'free';
+  }
+
   async start(): Promise<void> {
     this.requireNetAdmin();
     const br = this.config.bridge;
@@ -111,14 +139,26 @@ export class BridgeDriver implements NetworkDriver {
     if (!(await this.exists(br)))
       throw new PvmlabError(`the lab bridge ${br} does not exist: run 'pvmlab network start' first`);
     const tap = tapName(br, vm.name);
-    if (!(await this.exists(tap))) await this.ip(ipArgv.addTap(tap));
+    const state = await this.tapState(tap);
+    // A TAP left by a QEMU that died is reused; one a live process holds belongs to a running VM.
+    if (state === 'in-use')
+      throw new PvmlabError(
+        `the TAP device ${tap} of VM '${vm.name}' is in use by a running process (a QEMU of this VM without its pid file?): stop it, then start again`,
+      );
+    if (state === 'absent') await this.ip(ipArgv.addTap(tap));
     await this.ip(ipArgv.master(tap, br));
     await this.ip(ipArgv.up(tap));
     return { wrapper: [], netdev: `tap,ifname=${tap},script=no,downscript=no` };
   }
 
+  /** Removes the TAP unless a process still holds it: never cut a running VM off the network. */
   async detach(vm: { name: string }): Promise<void> {
     const tap = tapName(this.config.bridge, vm.name);
-    if (await this.exists(tap)) await this.ip(ipArgv.del(tap));
+    const state = await this.tapState(tap);
+    if (state === 'in-use')
+      throw new PvmlabError(
+        `the TAP device ${tap} of VM '${vm.name}' is still in use by a running process: left in place`,
+      );
+    if (state === 'free') await this.ip(ipArgv.del(tap));
   }
 }

@@ -20,8 +20,11 @@ export interface NetworkDriver {
   start(): Promise<void>;
   stop(): Promise<void>;
   status(): Promise<NetworkStatus>;
-  /** Prepare the VM's NIC before QEMU starts; idempotent. */
+  /** Prepare the VM's NIC before QEMU starts; idempotent. Refuses a NIC a live process holds. */
   attach(vm: { name: string; mac: string }): Promise<NicAttachment>;
-  /** Undo attach once QEMU has exited; a NIC that is already gone is fine. */
+  /**
+   * Undo attach once QEMU has exited; a NIC that is already gone is fine. A NIC a process still
+   * holds is left in place with an error: it belongs to a running VM.
+   */
   detach(vm: { name: string }): Promise<void>;
 }

@@ -6,7 +6,7 @@ import type { Accel, AccelChoice } from './accel.js';
 import { recordVerdict } from './accel-cache.js';
 import { ACCEL_NAME, FIRMWARE_MARKER, describeQemuFailure } from './accel-probe.js';
 import type { QemuSpec } from './argv.js';
-import { queryStatus, startQemu, stopQemu, type StartResult } from './lifecycle.js';
+import { queryStatus, removeStaleRuntime, startQemu, stopQemu, type StartResult } from './lifecycle.js';
 import { vmProcess } from './process.js';
 
 /** How long a VM started under KVM/HVF is watched before it counts as running fine. */
@@ -97,8 +97,11 @@ export type VmSpec = QemuSpec & { files: VmFiles };
 
 export interface AccelStartDeps {
   start: (spec: QemuSpec, runner: Runner) => Promise<StartResult>;
-  /** Stop what the failed attempt left (a paused QEMU, a pid file, the QMP socket). */
-  stop: (files: VmFiles) => Promise<unknown>;
+  /**
+   * Stop what the failed attempt left (a paused QEMU, a pid file, the QMP socket): the QEMU it
+   * started (`pid`), never another; without a pid only files no live process uses.
+   */
+  stop: (files: VmFiles, pid: number | undefined) => Promise<unknown>;
   watch: (files: VmFiles) => Promise<EarlyObservation>;
   record: typeof recordVerdict;
   /** An attached console that ends badly after this long ended on its own, not at start. */
@@ -107,7 +110,8 @@ export interface AccelStartDeps {
 
 const realDeps: AccelStartDeps = {
   start: startQemu,
-  stop: (files) => stopQemu(files, { graceMs: 0 }),
+  stop: (files, pid) =>
+    pid === undefined ? removeStaleRuntime(files) : stopQemu(files, { graceMs: 0, onlyPid: pid }),
   watch: (files) => watchEarly(files),
   record: recordVerdict,
   windowMs: EARLY_WINDOW_MS,
@@ -181,7 +185,7 @@ export async function startWithAccel(
     if (result) return { accel: choice.accel, result };
     throw error;
   }
-  await deps.stop(spec.files).catch(() => undefined);
+  await deps.stop(spec.files, result?.pid).catch(() => undefined);
   if (decision.action === 'fail') throw new PvmlabError(decision.message);
 
   let recordedIn: string | undefined;

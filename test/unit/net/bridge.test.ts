@@ -73,14 +73,25 @@ test('hasNetAdmin without text reads this process’s /proc/self/status', () => 
   assert.equal(hasNetAdmin(), hasNetAdmin(text));
 });
 
-/** A fake `ip`: `show` of a device succeeds only for the devices in `present`. */
-function ip(present: string[]) {
+/**
+ * A fake `ip`: `show` of a device succeeds only for the devices in `present`, with their flags
+ * (default UP: a free TAP); `link set dev X up` adds UP, and `carrier` devices (a process holds
+ * them) then show LOWER_UP too.
+ */
+function ip(present: string[], flags: Record<string, string[]> = {}, carrier: string[] = []) {
+  const state = new Map(present.map((d) => [d, flags[d] ?? ['BROADCAST', 'MULTICAST', 'UP']]));
+  const shown = (d: string) => {
+    const f = state.get(d) ?? [];
+    return f.includes('UP') && carrier.includes(d) && !f.includes('LOWER_UP') ? [...f, 'LOWER_UP'] : f;
+  };
   return fakeRunner((line) => {
     const m = /^ip -j link show dev (\S+)$/.exec(line);
     if (m)
-      return present.includes(m[1] ?? '')
-        ? { stdout: '[{}]' }
+      return state.has(m[1] ?? '')
+        ? { stdout: JSON.stringify([{ ifname: m[1], flags: shown(m[1] ?? '') }]) }
         : { code: 1, stderr: 'Device does not exist.' };
+    const up = /^ip link set dev (\S+) up$/.exec(line);
+    if (up && state.has(up[1] ?? '')) state.set(up[1] ?? '', [...(state.get(up[1] ?? '') ?? []), 'UP']);
     return {};
   });
 }
@@ -139,7 +150,7 @@ test('attach creates the TAP, enslaves it, brings it up and returns the tap netd
   ]);
 });
 
-test('attach is idempotent: an existing TAP is reused', async () => {
+test('attach is idempotent: an existing TAP no process holds (a QEMU killed -9) is reused', async () => {
   const { runner, calls } = ip([BR, TAP]);
   const nic = await new BridgeDriver({ bridge: BR }, runner, () => true).attach(VM);
   assert.equal(nic.netdev, `tap,ifname=${TAP},script=no,downscript=no`);
@@ -149,6 +160,29 @@ test('attach is idempotent: an existing TAP is reused', async () => {
     `ip link set dev ${TAP} master pvmlab0`,
     `ip link set dev ${TAP} up`,
   ]);
+});
+
+test('attach refuses a TAP a running process holds: another start or a running VM keeps it', async () => {
+  const { runner, calls } = ip([BR, TAP], {}, [TAP]);
+  await assert.rejects(new BridgeDriver({ bridge: BR }, runner, () => true).attach(VM), (e: unknown) => {
+    assert.ok(e instanceof PvmlabError);
+    assert.match(e.message, new RegExp(`TAP device ${TAP} of VM 'vm1' is in use by a running process`));
+    return true;
+  });
+  assert.deepEqual(calls, ['ip -j link show dev pvmlab0', `ip -j link show dev ${TAP}`], 'nothing changed');
+});
+
+test('attach: a TAP that is down is brought up to tell whether a process holds it', async () => {
+  const held = ip([BR, TAP], { [TAP]: ['BROADCAST', 'MULTICAST'] }, [TAP]);
+  await assert.rejects(new BridgeDriver({ bridge: BR }, held.runner, () => true).attach(VM), /in use/);
+  assert.deepEqual(held.calls.slice(1), [
+    `ip -j link show dev ${TAP}`,
+    `ip link set dev ${TAP} up`,
+    `ip -j link show dev ${TAP}`,
+  ]);
+  const free = ip([BR, TAP], { [TAP]: ['BROADCAST', 'MULTICAST'] });
+  await new BridgeDriver({ bridge: BR }, free.runner, () => true).attach(VM);
+  assert.equal(free.calls.filter((c) => c === `ip link set dev ${TAP} master pvmlab0`).length, 1);
 });
 
 test('attach refuses when the bridge is missing', async () => {
@@ -182,6 +216,19 @@ test('detach removes only an existing TAP', async () => {
   const missing = ip([BR]);
   await new BridgeDriver({ bridge: BR }, missing.runner, () => true).detach(VM);
   assert.deepEqual(missing.calls, [`ip -j link show dev ${TAP}`]);
+});
+
+test('detach never removes a TAP a running process holds (a losing start must not cut off the winner)', async () => {
+  const { runner, calls } = ip([BR, TAP], {}, [TAP]);
+  await assert.rejects(new BridgeDriver({ bridge: BR }, runner, () => true).detach(VM), (e: unknown) => {
+    assert.ok(e instanceof PvmlabError);
+    assert.equal(
+      e.message,
+      `the TAP device ${TAP} of VM 'vm1' is still in use by a running process: left in place`,
+    );
+    return true;
+  });
+  assert.deepEqual(calls, [`ip -j link show dev ${TAP}`]);
 });
 
 test('without CAP_NET_ADMIN start, stop and attach fail before running anything', async () => {

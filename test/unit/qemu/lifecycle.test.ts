@@ -4,7 +4,18 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { PvmlabError } from '../../../src/core/errors.js';
 import { vmFiles, type VmFiles } from '../../../src/core/paths.js';
-import { ensureVarsFile, queryStatus, stopQemu } from '../../../src/qemu/lifecycle.js';
+import { createServer, type Server } from 'node:net';
+import {
+  clearStaleRuntime,
+  ensureVarsFile,
+  queryStatus,
+  removeStaleRuntime,
+  socketLive,
+  startQemu,
+  stopQemu,
+} from '../../../src/qemu/lifecycle.js';
+import type { QemuSpec } from '../../../src/qemu/argv.js';
+import { fakeRunner } from '../../helpers/runner.js';
 import { pidAlive, readPidFile, vmProcess } from '../../../src/qemu/process.js';
 import { execStatus, killQuietly, shortTempDir, waitForFile } from '../../helpers/qemu.js';
 
@@ -136,3 +147,99 @@ test('ensureVarsFile with the real OVMF template', async (t) => {
   await ensureVarsFile('/usr/share/OVMF/OVMF_VARS_4M.fd', files.varsFd);
   assert.deepEqual(readFileSync(files.varsFd), readFileSync('/usr/share/OVMF/OVMF_VARS_4M.fd'));
 });
+
+/** A unix socket someone listens on: a live VM's QMP socket as far as anyone can tell. */
+async function listen(t: { after: (fn: () => unknown) => void }, path: string): Promise<Server> {
+  const server = createServer((c) => {
+    c.on('error', () => undefined); // the prober hangs up at once
+    c.end('{"QMP": {}}\n');
+  });
+  await new Promise<void>((res) => server.listen(path, res));
+  t.after(() => new Promise<void>((res) => server.close(() => res())));
+  return server;
+}
+
+function specFor(files: VmFiles): QemuSpec {
+  return {
+    name: 'vm1',
+    arch: 'x86_64',
+    accel: 'tcg',
+    memoryMiB: 256,
+    cpus: 1,
+    firmware: { code: '/nonexistent/code.fd', vars: files.varsFd },
+    disk: files.disk,
+    boot: 'disk',
+    mac: '52:54:00:12:34:56',
+    nic: { wrapper: [], netdev: 'user' },
+    files,
+    interactive: false,
+  };
+}
+
+test('socketLive: a listener is live; a missing file or a socket nobody listens on is not', async (t) => {
+  const { files } = await lab(t);
+  assert.equal(await socketLive(files.qmp), false, 'missing');
+  writeFileSync(files.console, '');
+  assert.equal(await socketLive(files.console), false, 'a plain file');
+  const server = await listen(t, files.qmp);
+  assert.equal(await socketLive(files.qmp), true);
+  server.close();
+});
+
+test('startQemu never removes a QMP socket a live process listens on (a losing start must not cut off the winner)', async (t) => {
+  const { files } = await lab(t);
+  await listen(t, files.qmp);
+  const { runner, calls } = fakeRunner();
+  await assert.rejects(startQemu(specFor(files), runner), (e: unknown) => {
+    assert.ok(e instanceof PvmlabError);
+    assert.match(e.message, /in use although its pid file .* names no running QEMU/);
+    assert.match(e.message, /pgrep -af /);
+    return true;
+  });
+  assert.deepEqual(calls, [], 'no QEMU launched');
+  assert.equal(existsSync(files.qmp), true, 'the live socket is still there');
+  assert.equal(await socketLive(files.qmp), true);
+});
+
+test(
+  'kill -9 of QEMU leaves a pid file and sockets; the next start clears them, a running VM keeps them',
+  { timeout: 30_000 },
+  async (t) => {
+    const { files } = await lab(t);
+    const pid = await startDaemon(t, files);
+    // Running: clearStaleRuntime refuses and touches nothing; removeStaleRuntime keeps everything.
+    await assert.rejects(clearStaleRuntime('vm1', files), /VM 'vm1' is already running \(pid \d+\)/);
+    assert.deepEqual(await removeStaleRuntime(files), [files.pid]);
+    assert.equal(existsSync(files.pid) && existsSync(files.qmp), true);
+    assert.equal(await queryStatus(files), 'running');
+
+    process.kill(pid, 'SIGKILL');
+    await waitForGone(pid);
+    assert.equal(existsSync(files.pid), true, 'kill -9 leaves the pid file');
+    assert.equal(existsSync(files.qmp), true, 'and the QMP socket file');
+    assert.equal(await socketLive(files.qmp), false);
+    await clearStaleRuntime('vm1', files);
+    assert.equal(existsSync(files.pid), false);
+    assert.equal(existsSync(files.qmp), false);
+  },
+);
+
+test('stopQemu of a VM with no running QEMU leaves a socket another process listens on', async (t) => {
+  const { files } = await lab(t);
+  writeFileSync(files.pid, `${process.pid}\n`); // a reused pid: alive, not QEMU
+  await listen(t, files.qmp);
+  const steps: string[] = [];
+  assert.equal(await stopQemu(files, { onStep: (m) => steps.push(m) }), 'not-running');
+  assert.equal(pidAlive(process.pid), true, 'the reused pid is never signalled');
+  assert.equal(existsSync(files.pid), false, 'the stale pid file goes');
+  assert.equal(existsSync(files.qmp), true, 'the live socket stays');
+  assert.deepEqual(steps, [`${files.qmp} is in use by a process the pid file does not name: left in place`]);
+});
+
+async function waitForGone(pid: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (pidAlive(pid)) {
+    if (Date.now() > deadline) throw new Error(`pid ${pid} did not exit`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
