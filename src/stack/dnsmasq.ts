@@ -1,4 +1,7 @@
-import { startProcess, type LineProcess } from '../core/exec.js';
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { PvmlabError } from '../core/errors.js';
+import { processAlive, processCommandLine, run, startProcess, type LineProcess } from '../core/exec.js';
 import type { VmDefinition } from '../core/vmdef.js';
 import { macFromDuid } from './dnsmasq-log.js';
 
@@ -183,6 +186,121 @@ export function dnsmasqArgv(confPath: string, pidFile: string, user: string): st
   ];
 }
 
+/** What the stack reads of a process to tell whether it is its dnsmasq. */
+interface ProcInfo {
+  argv: string[];
+  /** The executable (Linux, when readable); argv[0] stands in for it otherwise. */
+  exe: string | undefined;
+  ppid: number | undefined;
+}
+
+async function procInfo(pid: number): Promise<ProcInfo | undefined> {
+  const argv = await processCommandLine(pid);
+  if (!argv || argv.length === 0) return undefined;
+  if (process.platform !== 'linux') {
+    const r = await run('ps', ['-p', String(pid), '-o', 'ppid=']).catch(() => undefined);
+    const ppid = r?.code === 0 ? Number(r.stdout.trim()) : NaN;
+    return { argv, exe: undefined, ppid: Number.isInteger(ppid) ? ppid : undefined };
+  }
+  // An upgraded package leaves the running binary as "<path> (deleted)".
+  const exe = await readlink(`/proc/${pid}/exe`)
+    .then((p) => p.replace(/ \(deleted\)$/, ''))
+    .catch(() => undefined);
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+  // After the parenthesised command name (which may contain ')'): state, then the parent's pid.
+  const ppid = stat ? Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) : NaN;
+  return { argv, exe, ppid: Number.isInteger(ppid) ? ppid : undefined };
+}
+
+/** A dnsmasq (by its executable, else its argv[0]) running exactly this config file. */
+export function isOwnDnsmasq(argv: readonly string[], exe: string | undefined, confPath: string): boolean {
+  return basename(exe ?? argv[0] ?? '') === 'dnsmasq' && argv.includes(`--conf-file=${confPath}`);
+}
+
+/** `… stack serve …`: a pvmlab stack, whatever launched it. */
+function isStackServe(argv: readonly string[]): boolean {
+  const i = argv.indexOf('stack');
+  return i >= 1 && argv[i + 1] === 'serve';
+}
+
+/** Live processes whose command line carries `--conf-file=<confPath>` (Linux: /proc). */
+async function scanForConf(confPath: string): Promise<number[]> {
+  if (process.platform !== 'linux') return [];
+  const want = `--conf-file=${confPath}`;
+  const pids = (await readdir('/proc').catch(() => [])).filter((d) => /^\d+$/.test(d)).map(Number);
+  const found: number[] = [];
+  for (const pid of pids) {
+    const raw = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (raw.split('\0').includes(want)) found.push(pid);
+  }
+  return found;
+}
+
+async function waitGone(pid: number, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (processAlive(pid)) {
+    if (Date.now() >= end) return false;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return true;
+}
+
+export interface StaleDnsmasqOptions {
+  /** dnsmasq's own pid file (`--pid-file`): it names the process, which is then identified. */
+  pidFile: string;
+  /** The config this stack runs dnsmasq with: only a dnsmasq running it is ours. */
+  confPath: string;
+  log?: (msg: string) => void;
+  /** How long a SIGTERM may take (dnsmasq writes its lease file) before SIGKILL. */
+  graceMs?: number;
+}
+
+/**
+ * Stop a dnsmasq this stack's state directory left running (the stack died without stopping
+ * it: kill -9, out of memory): it would keep serving old hosts and hold the DHCP, DNS and
+ * TFTP ports. Found by its pid file and, as the pid file may lag or be gone, by the config
+ * path on command lines; stopped only if it is a dnsmasq running our config and no live
+ * stack is its parent (this process's own child is left alone). A live stack that owns it
+ * is an error: two stacks must not share a state directory. Returns the pids stopped.
+ */
+export async function replaceStaleDnsmasq(o: StaleDnsmasqOptions): Promise<number[]> {
+  const candidates = new Set<number>();
+  const fromFile = Number((await readFile(o.pidFile, 'utf8').catch(() => '')).trim());
+  if (Number.isInteger(fromFile) && fromFile > 0) candidates.add(fromFile);
+  for (const pid of await scanForConf(o.confPath)) candidates.add(pid);
+  const stopped: number[] = [];
+  for (const pid of candidates) {
+    if (pid === process.pid || !processAlive(pid)) continue;
+    const info = await procInfo(pid);
+    // Never signal a process that is not ours: a reused pid, another lab's dnsmasq.
+    if (!info || !isOwnDnsmasq(info.argv, info.exe, o.confPath)) continue;
+    if (info.ppid === process.pid) continue;
+    if (info.ppid !== undefined && info.ppid > 1) {
+      const parent = await procInfo(info.ppid);
+      if (parent && isStackServe(parent.argv) && processAlive(info.ppid))
+        throw new PvmlabError(
+          `dnsmasq (pid ${pid}) running ${o.confPath} belongs to another stack (pid ${info.ppid}): stop that stack first (pvmlab stack stop), or give this one another --state-dir`,
+        );
+    }
+    try {
+      process.kill(pid, 'SIGTERM');
+      if (!(await waitGone(pid, o.graceMs ?? 3000))) {
+        process.kill(pid, 'SIGKILL');
+        if (!(await waitGone(pid, 2000))) throw new Error('still running after SIGKILL');
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') continue; // gone meanwhile
+      throw new PvmlabError(
+        `cannot stop the stale dnsmasq (pid ${pid}) running ${o.confPath}: ${(err as Error).message}; stop it (kill ${pid}) and start the stack again`,
+        { cause: err },
+      );
+    }
+    o.log?.(`stack: stopped a stale dnsmasq (pid ${pid}) left running ${o.confPath} by a stack that died`);
+    stopped.push(pid);
+  }
+  return stopped;
+}
+
 export interface SupervisorOptions {
   binary?: string;
   argv: string[];
@@ -191,11 +309,33 @@ export interface SupervisorOptions {
   /** First restart delay; doubles up to maxBackoffMs, reset after a run of 30 s. */
   backoffMs?: number;
   maxBackoffMs?: number;
+  /**
+   * Run before every start, restarts included (the stack stops a stale dnsmasq of its own
+   * there). A failure at start() is thrown; at a restart it counts as a failed run.
+   */
+  prepare?: () => Promise<void>;
+  /** The line that says it serves (its sockets are bound by then). */
+  readyPattern?: RegExp;
+}
+
+/** dnsmasq logs this once its DHCP, DNS and TFTP sockets are bound. */
+export const DNSMASQ_READY = /^dnsmasq(\[\d+\])?: started, version /;
+
+/** What /healthz says of dnsmasq. */
+export interface DnsmasqStatus {
+  pid: number | null;
+  restarts: number;
+  /** Running and past its start-up (sockets bound): DHCP, DNS and TFTP are served. */
+  serving: boolean;
+  /** Why it is not serving: how the last run ended and its last line ("Address already in use"). */
+  error?: string;
 }
 
 /** Keeps dnsmasq running: restarts it with back-off when it dies, relays its log lines. */
 export class DnsmasqSupervisor {
   private child: LineProcess | undefined;
+  private ready = false;
+  private lastError: string | undefined;
   private stopped = false;
   private backoff: number;
   private timer: NodeJS.Timeout | undefined;
@@ -210,8 +350,19 @@ export class DnsmasqSupervisor {
     return this.child?.pid;
   }
 
+  get status(): DnsmasqStatus {
+    const serving = this.child !== undefined && this.ready;
+    return {
+      pid: this.child?.pid ?? null,
+      restarts: this.restarts,
+      serving,
+      ...(!serving ? { error: this.lastError ?? (this.child ? 'starting' : 'not running') } : {}),
+    };
+  }
+
   async start(): Promise<void> {
     this.stopped = false;
+    await this.o.prepare?.();
     await this.spawnOnce();
   }
 
@@ -222,24 +373,57 @@ export class DnsmasqSupervisor {
 
   private async spawnChild(): Promise<void> {
     const started = Date.now();
-    const child = await startProcess(this.o.binary ?? 'dnsmasq', this.o.argv, { onLine: this.o.onLine });
+    let last = '';
+    const ready = this.o.readyPattern ?? DNSMASQ_READY;
+    this.ready = false;
+    const child = await startProcess(this.o.binary ?? 'dnsmasq', this.o.argv, {
+      onLine: (line) => {
+        last = line;
+        if (this.child === child && !this.ready && ready.test(line)) {
+          this.ready = true;
+          this.lastError = undefined;
+        }
+        this.o.onLine(line);
+      },
+    });
     this.child = child;
-    void child.done.then(({ code, signal, error }) => {
-      if (this.child === child) this.child = undefined;
+    void child.done.then(async ({ code, signal, error }) => {
+      if (this.child === child) {
+        this.child = undefined;
+        this.ready = false;
+      }
       if (error) {
-        // Not restarted: a missing or unusable binary stays so; /healthz shows no pid.
+        // Not restarted: a missing or unusable binary stays so; /healthz says why.
+        this.lastError = `cannot run dnsmasq: ${error.message}`;
         this.o.log?.(`dnsmasq: ${error.message}`);
         return;
       }
       if (this.stopped) return;
       if (Date.now() - started > 30_000) this.backoff = this.o.backoffMs ?? 500;
       this.o.log?.(`dnsmasq exited (${signal ?? code}); restarting in ${this.backoff} ms`);
-      this.timer = setTimeout(() => {
-        this.restarts++;
-        this.spawnOnce().catch((err: Error) => this.o.log?.(`dnsmasq: ${err.message}`));
-      }, this.backoff);
-      this.backoff = Math.min(this.backoff * 2, this.o.maxBackoffMs ?? 10_000);
+      const exited = `exited (${signal ?? code})`;
+      this.lastError = exited;
+      this.scheduleRestart();
+      // Its last line (the reason: "Address already in use") may follow the exit.
+      await Promise.race([child.closed, new Promise((r) => setTimeout(r, 200))]);
+      if (this.lastError === exited && last) this.lastError = `${exited}: ${last}`;
     });
+  }
+
+  private scheduleRestart(): void {
+    const delay = this.backoff;
+    this.backoff = Math.min(this.backoff * 2, this.o.maxBackoffMs ?? 10_000);
+    this.timer = setTimeout(() => {
+      this.restarts++;
+      (this.o.prepare?.() ?? Promise.resolve())
+        .then(() => (this.stopped ? undefined : this.spawnOnce()))
+        .catch((err: Error) => {
+          this.lastError = err.message;
+          if (this.stopped) return;
+          this.o.log?.(`dnsmasq: ${err.message}; trying again in ${this.backoff} ms`);
+          this.scheduleRestart();
+        });
+    }, delay);
   }
 
   /** Re-read the hosts files (dnsmasq reloads dhcp-hostsfile and addn-hosts on SIGHUP). */
@@ -254,7 +438,17 @@ export class DnsmasqSupervisor {
   async restart(between: () => Promise<void>): Promise<void> {
     await this.stop();
     await between();
-    await this.start();
+    this.stopped = false;
+    try {
+      await this.o.prepare?.();
+    } catch (err) {
+      // As a failed run: tried again with back-off rather than left stopped.
+      this.lastError = (err as Error).message;
+      this.o.log?.(`dnsmasq: ${this.lastError}; trying again in ${this.backoff} ms`);
+      this.scheduleRestart();
+      return;
+    }
+    await this.spawnOnce();
   }
 
   async stop(): Promise<void> {

@@ -16,6 +16,8 @@ import {
   dnsHosts,
   dnsmasqArgv,
   dnsmasqConf,
+  replaceStaleDnsmasq,
+  type DnsmasqStatus,
 } from './dnsmasq.js';
 import { createBootServer, type BootServerOptions } from './http.js';
 import { bootScript } from './ipxe.js';
@@ -78,9 +80,28 @@ export function prepareTftpRoot(root: string, ipxeDirs: string[], log: (m: strin
   return served;
 }
 
+/**
+ * The stack's part of /healthz: `ok: false` while dnsmasq does not serve (not started yet,
+ * exited and waiting for its restart, or unable to bind its ports), with the reason.
+ */
+export function stackHealth(supervisor: Pick<DnsmasqSupervisor, 'status'> | undefined): {
+  ok?: false;
+  dnsmasq: DnsmasqStatus | 'off';
+} {
+  if (!supervisor) return { dnsmasq: 'off' };
+  const s = supervisor.status;
+  return s.serving ? { dnsmasq: s } : { ok: false, dnsmasq: s };
+}
+
 export async function startStack(o: StackOptions): Promise<RunningStack> {
   const log = o.log ?? ((m: string) => process.stderr.write(`${m}\n`));
   mkdirSync(o.stateDir, { recursive: true });
+  const conf = join(o.stateDir, 'dnsmasq.conf');
+  const pidFile = join(o.stateDir, 'dnsmasq.pid');
+  // Before the lease file is touched: a stale dnsmasq writes it when it stops. Also with
+  // --no-dnsmasq: one left running would go on serving the old hosts.
+  const replaceStale = () => replaceStaleDnsmasq({ pidFile, confPath: conf, log }).then(() => undefined);
+  await replaceStale();
   const tftpRoot = join(o.stateDir, 'tftp');
   prepareTftpRoot(tftpRoot, o.ipxeDirs ?? DEFAULT_IPXE_DIRS, log);
   await writeFileAtomic(join(tftpRoot, IPXE_SCRIPT), bootScript());
@@ -117,7 +138,6 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
 
   let supervisor: DnsmasqSupervisor | undefined;
   if (o.dnsmasq !== false) {
-    const conf = join(o.stateDir, 'dnsmasq.conf');
     await writeFileAtomic(
       conf,
       dnsmasqConf({
@@ -135,15 +155,24 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
       }),
     );
     supervisor = new DnsmasqSupervisor({
-      argv: dnsmasqArgv(conf, join(o.stateDir, 'dnsmasq.pid'), userInfo().username),
+      argv: dnsmasqArgv(conf, pidFile, userInfo().username),
       log,
+      // Every start and restart: a dnsmasq of ours still holding the ports would make it fail
+      // with "Address already in use" for ever.
+      prepare: replaceStale,
       onLine: (line) => {
         for (const ev of parser.feed(line))
           timeline.add(ev.mac, ev.type, ev.type.startsWith('tftp') ? 'tftp' : 'dhcp', ev.detail);
         if (/dnsmasq(-dhcp|-tftp)?(\[\d+\])?: (?!\d+ )/.test(line) || /failed|error/i.test(line)) log(line);
       },
     });
-    await supervisor.start();
+    try {
+      await supervisor.start();
+    } catch (err) {
+      registry.stop();
+      timeline.close();
+      throw err;
+    }
   }
   // One update at a time: a burst of definition changes must not restart dnsmasq twice at once.
   let updating = Promise.resolve();
@@ -166,9 +195,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
     initrdsDir: o.initrdsDir,
     vmsDir: o.vmsDir,
     macForIp: (ip) => parser.macFor(ip) ?? macForIp(ip),
-    health: () => ({
-      dnsmasq: supervisor ? { pid: supervisor.pid ?? null, restarts: supervisor.restarts } : 'off',
-    }),
+    health: () => stackHealth(supervisor),
     log,
   };
   const listen = (server: Server, host: string, port: number) =>

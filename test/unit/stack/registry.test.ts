@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { serializeVm, type VmDefinition } from '../../../src/core/vmdef.js';
-import { MachineRegistry, normalizeMacKey } from '../../../src/stack/registry.js';
+import { MachineRegistry, normalizeMacKey, type RegistryFs } from '../../../src/stack/registry.js';
 
 type After = { after: (fn: () => void) => void };
 
@@ -312,4 +313,120 @@ test('stop() ends watching and polling', async (t) => {
   await reg.reload();
   await waitFor('manual reload', () => reg.size === 1);
   assert.equal(changes, 1);
+});
+
+/** The real file system, counting calls: stats of the directory apart from stats of files. */
+function countingFs(dir: string) {
+  const n = { dirStat: 0, fileStat: 0, readdir: 0, readFile: 0 };
+  const fs: RegistryFs = {
+    readdir: (d) => (n.readdir++, readdir(d)),
+    stat: (p) => (p === dir ? n.dirStat++ : n.fileStat++, stat(p)),
+    readFile: (p) => (n.readFile++, readFile(p, 'utf8')),
+  };
+  return { n, fs };
+}
+
+function manyVms(dir: string, count: number): void {
+  for (let i = 0; i < count; i++)
+    writeVm(dir, {
+      ...pxe2,
+      name: `m${i}`,
+      ip: `10.217.${i >> 8}.${i & 255}`,
+      mac: undefined,
+      ipv6: undefined,
+    });
+}
+
+test('idle, the polls stat the directory only: no stat of every file on each poll', async (t) => {
+  const dir = tempDir(t);
+  manyVms(dir, 300);
+  const { n, fs } = countingFs(dir);
+  const reg = new MachineRegistry({ dir, pollMs: 10, rescanMs: 3_600_000, debounceMs: 5, fs });
+  t.after(() => reg.stop());
+  await reg.start();
+  assert.equal(reg.size, 300);
+  assert.equal(n.fileStat, 300, 'start-up reads each file once');
+  // The directory was just written: its mtime may still move within the tick, so it is listed
+  // again (without stats of known files) until it has settled; none of that stats a file.
+  const before = { ...n };
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(n.dirStat - before.dirStat >= 5, `the directory is polled (${n.dirStat - before.dirStat} stats)`);
+  assert.equal(n.fileStat, before.fileStat, 'no file is stat()ed while nothing changes');
+  assert.equal(n.readFile, before.readFile);
+});
+
+test('a watch event re-reads only the file it names', async (t) => {
+  const dir = tempDir(t);
+  manyVms(dir, 300);
+  const { n, fs } = countingFs(dir);
+  const reg = new MachineRegistry({ dir, pollMs: 3_600_000, rescanMs: 3_600_000, debounceMs: 5, fs });
+  t.after(() => reg.stop());
+  await reg.start();
+  const before = { ...n };
+  const change = nextChange(reg);
+  writeVm(dir, { ...pxe2, name: 'm7', ip: '10.217.9.9', mac: undefined, ipv6: undefined });
+  await change;
+  assert.equal(reg.byName('m7')?.ip, '10.217.9.9');
+  assert.ok(n.fileStat - before.fileStat <= 2, `${n.fileStat - before.fileStat} stats`);
+  assert.ok(n.readFile - before.readFile <= 2, `${n.readFile - before.readFile} reads`);
+  assert.equal(n.readdir, before.readdir, 'no listing');
+  // Re-written with the same text (a touch): read, but no change event.
+  let changes = 0;
+  reg.on('change', () => changes++);
+  writeVm(dir, { ...pxe2, name: 'm7', ip: '10.217.9.9', mac: undefined, ipv6: undefined });
+  await waitFor('the re-read', () => n.readFile - before.readFile >= 2);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(changes, 0);
+});
+
+test('without file-watch events (9p): a rename is found by the directory poll, an in-place edit by the rescan', async (t) => {
+  const dir = tempDir(t);
+  writeVm(dir, pxe1);
+  const { n, fs } = countingFs(dir);
+  const reg = new MachineRegistry({ dir, watch: false, pollMs: 20, rescanMs: 600, debounceMs: 5, fs });
+  t.after(() => reg.stop());
+  await reg.start();
+  // As pvmlab writes a definition: a temporary file renamed into place.
+  let change = nextChange(reg);
+  writeFileSync(join(dir, '.pxe2.json.tmp'), serializeVm(pxe2));
+  renameSync(join(dir, '.pxe2.json.tmp'), join(dir, 'pxe2.json'));
+  await change;
+  assert.equal(reg.byName('pxe2')?.ip, pxe2.ip);
+  // Edited in place: the directory does not change; the full rescan finds it.
+  const rescans = n.readdir;
+  change = nextChange(reg);
+  writeFileSync(join(dir, 'pxe1.json'), serializeVm({ ...pxe1, ip: '10.217.0.77' }));
+  await change;
+  assert.equal(reg.byName('pxe1')?.ip, '10.217.0.77');
+  assert.ok(n.readdir > rescans);
+  // Removed by rename-over / unlink: the directory poll drops it.
+  change = nextChange(reg);
+  unlinkSync(join(dir, 'pxe2.json'));
+  await change;
+  assert.equal(reg.byName('pxe2'), undefined);
+});
+
+test('a directory removed and created again is watched again', async (t) => {
+  const parent = tempDir(t);
+  const dir = join(parent, 'vms');
+  mkdirSync(dir);
+  writeVm(dir, pxe1);
+  const reg = new MachineRegistry({ dir, pollMs: 20, rescanMs: 3_600_000, debounceMs: 5 });
+  t.after(() => reg.stop());
+  await reg.start();
+  let change = nextChange(reg);
+  rmSync(dir, { recursive: true });
+  await change;
+  assert.equal(reg.size, 0);
+  change = nextChange(reg);
+  mkdirSync(dir);
+  writeVm(dir, pxe2);
+  await change;
+  assert.equal(reg.byName('pxe2')?.name, 'pxe2');
+  // An in-place edit, which only a watch (or the hour-long rescan) sees.
+  await new Promise((r) => setTimeout(r, 100));
+  change = nextChange(reg);
+  writeFileSync(join(dir, 'pxe2.json'), serializeVm({ ...pxe2, ip: '10.217.0.66' }));
+  await change;
+  assert.equal(reg.byName('pxe2')?.ip, '10.217.0.66');
 });
