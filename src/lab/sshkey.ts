@@ -122,8 +122,8 @@ export async function ensureSshKey(path: string): Promise<{ created: boolean; pu
   const pair = generateEd25519();
   const tmp = `${path}.${process.pid}.${++tmpCounter}.tmp`;
   try {
-    await writeNew(tmp, pair.privateKey, 0o600);
-    await writeNew(`${tmp}.pub`, pair.publicKey, 0o644);
+    await writeNew(tmp, pair.privateKey, 0o600, path);
+    await writeNew(`${tmp}.pub`, pair.publicKey, 0o644, `${path}.pub`);
     try {
       await fs.link(tmp, path);
     } catch (err) {
@@ -139,8 +139,8 @@ export async function ensureSshKey(path: string): Promise<{ created: boolean; pu
   }
 }
 
-/** Write a new file (exclusive create, fsynced), the error naming it. */
-async function writeNew(path: string, data: string, mode: number): Promise<void> {
+/** Write a new file (exclusive create, fsynced), the error naming the file it is for. */
+async function writeNew(path: string, data: string, mode: number, forPath: string): Promise<void> {
   try {
     const fh = await fs.open(path, 'wx', mode);
     try {
@@ -150,7 +150,7 @@ async function writeNew(path: string, data: string, mode: number): Promise<void>
       await fh.close();
     }
   } catch (err) {
-    throw namedFsError(err, `cannot write ${path}`);
+    throw namedFsError(err, `cannot write the lab SSH key ${forPath}`);
   }
 }
 
