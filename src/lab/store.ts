@@ -2,7 +2,7 @@ import { promises as fs, readFileSync, readdirSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join, sep } from 'node:path';
 import { PvmlabError, isErrno } from '../core/errors.js';
-import { writeFileAtomic } from '../core/fsutil.js';
+import { namedFsError, writeFileAtomic } from '../core/fsutil.js';
 import { log } from '../core/log.js';
 import { labDirs, vmFiles } from '../core/paths.js';
 import { withLock } from './lock.js';
@@ -41,7 +41,10 @@ export async function listVms(app: string): Promise<VmList> {
     entries = readdirSync(dir);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return { vms: [], invalid: [] };
-    throw err;
+    throw new PvmlabError(
+      `${namedFsError(err, `cannot list the VM definitions in ${dir}`).message}; it must be a directory (move the file away)`,
+      { cause: err },
+    );
   }
   const files = entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).sort();
   // Synchronous reads: for a directory of small files they cost a fraction of fs.promises'

@@ -85,6 +85,22 @@ describe('listVms', () => {
   });
 });
 
+describe('listVms: vms/ not a directory', () => {
+  it('names the directory and what to do', async (t) => {
+    const app = await tempApp(t);
+    const dir = labDirs(app).vms;
+    await fs.rm(dir, { recursive: true });
+    await fs.writeFile(dir, 'oops');
+    await assert.rejects(
+      listVms(app),
+      (err: unknown) =>
+        err instanceof PvmlabError &&
+        err.message.startsWith(`cannot list the VM definitions in ${dir}: `) &&
+        err.message.endsWith('it must be a directory (move the file away)'),
+    );
+  });
+});
+
 describe('loadVm', () => {
   it('names the file and what to do when the definition is a directory', async (t) => {
     const app = await tempApp(t);
