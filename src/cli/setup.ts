@@ -1,6 +1,7 @@
 import { Command, Option } from '@commander-js/extra-typings';
 import { promises as fs } from 'node:fs';
-import { PvmlabError } from '../core/errors.js';
+import { PvmlabError, UsageError } from '../core/errors.js';
+import { writeFileAtomic } from '../core/fsutil.js';
 import { log } from '../core/log.js';
 import { labDirs } from '../core/paths.js';
 import type { Context } from './context.js';
@@ -21,19 +22,41 @@ export function setupCommand(ctx: Context): Command {
     )
     .option('--json', 'print the dependency report as JSON', false)
     .action(async (o) => {
-      if (!o.json) log.info(`Setting up pvmlab in ${ctx.app}`);
       const { ensureLabDirs } = await import('./context.js');
-      const { labConfigForSubnet, loadLabConfig, parseSubnet6, saveLabConfig } =
-        await import('../lab/config.js');
+      const {
+        checkLabConfig,
+        labConfigForSubnet,
+        labConfigPath,
+        parseSubnet6,
+        repairLabConfig,
+        saveLabConfig,
+      } = await import('../lab/config.js');
       const { loadDistros } = await import('../distro/distros.js');
       const { ensureLabSshKey } = await import('../lab/sshkey.js');
       const { checkDependencies, packageHints } = await import('./deps.js');
-      await ensureLabDirs(ctx.app);
-      let config: LabConfig = await loadLabConfig(ctx.app);
-      if (o.subnet) config = labConfigForSubnet(o.subnet, config);
-      if (o.subnet6) config = { ...config, subnetv6: parseSubnet6(o.subnet6, '--subnet6').cidr };
-      if (o.bridge) config = { ...config, bridge: o.bridge };
+      // Every flag is checked before anything is written: a refused setup leaves no trace.
+      // The file is read leniently, so that setup can always repair a lab.yaml nothing else accepts.
+      const current = await repairLabConfig(ctx.app);
+      let config: LabConfig = current.config;
+      if (o.subnet !== undefined) config = labConfigForSubnet(o.subnet, config);
+      if (o.subnet6 !== undefined)
+        config = { ...config, subnetv6: parseSubnet6(o.subnet6, '--subnet6').cidr };
+      if (o.bridge !== undefined) config = { ...config, bridge: await checkBridgeName(o.bridge) };
       if (o.network) config = { ...config, network: o.network };
+      try {
+        checkLabConfig(config, 'the new settings');
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+      await refuseRenumbering(ctx.app, current.config, config);
+      if (!o.json) log.info(`Setting up pvmlab in ${ctx.app}`);
+      await ensureLabDirs(ctx.app);
+      if (current.original !== undefined) {
+        const path = labConfigPath(ctx.app);
+        await writeFileAtomic(`${path}.bak`, current.original);
+        for (const d of current.dropped) log.warn(`${path}: ${d}`);
+        log.warn(`${path} repaired (the old file is kept as ${path}.bak)`);
+      }
       await saveLabConfig(ctx.app, config);
       await loadDistros(ctx.app);
       const key = await ensureLabSshKey(ctx.app);
@@ -66,6 +89,39 @@ export function setupCommand(ctx: Context): Command {
         throw new PvmlabError(`missing required tools: ${missing.map((d) => d.name).join(', ')}`);
       if (!o.json) log.success('Setup complete.');
     });
+}
+
+/** `--bridge`, by the rule lab.yaml is read by. */
+async function checkBridgeName(name: string): Promise<string> {
+  const v = await import('valibot');
+  const { LabConfigSchema } = await import('../lab/config.js');
+  if (!v.safeParse(LabConfigSchema.entries.bridge, name).success)
+    throw new UsageError(
+      `invalid --bridge '${name}': a Linux interface name is 1-15 letters, digits, '-', '_' or '.' (e.g. pvmlab0)`,
+    );
+  return name;
+}
+
+/**
+ * The lab's addresses are in every VM's definition (and its seed and the stack's hosts files):
+ * a subnet change with VMs defined would renumber nothing and strand them, so it is refused.
+ */
+async function refuseRenumbering(app: string, from: LabConfig, to: LabConfig): Promise<void> {
+  const changed = [
+    from.subnet !== to.subnet ? `subnet ${from.subnet} -> ${to.subnet}` : undefined,
+    // Adding a first IPv6 subnet moves nothing; changing or removing one would.
+    from.subnetv6 !== undefined && from.subnetv6 !== to.subnetv6
+      ? `subnetv6 ${from.subnetv6 ?? '(none)'} -> ${to.subnetv6 ?? '(none)'}`
+      : undefined,
+  ].filter((c): c is string => c !== undefined);
+  if (changed.length === 0) return;
+  const { listVms } = await import('../lab/store.js');
+  const { vms, invalid } = await listVms(app);
+  const names = [...vms.map((v) => v.name), ...invalid.map((i) => i.claim.name)];
+  if (names.length === 0) return;
+  throw new UsageError(
+    `cannot change the lab's addresses (${changed.join(', ')}) while VMs are defined: ${names.join(', ')} keep their addresses in the old subnet and pvmlab does not renumber them; remove them first (pvmlab vm clean <name>), then run setup again`,
+  );
 }
 
 /** Probe (once, then cached) which accelerator host-arch guests get, so `vm start` need not. */

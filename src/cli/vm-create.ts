@@ -8,21 +8,26 @@ import { buildIso } from '../cloudinit/iso.js';
 import { targetSeedFiles } from '../cloudinit/nocloud.js';
 import { copyLocalImage, download, parseChecksumFile } from '../distro/download.js';
 import {
+  DEFAULT_DISTROS_YAML,
   DEFAULT_PXE_DISTRO,
+  distrosPath,
   findDistro,
   findDistroEntry,
   imagePath,
   loadDistros,
+  parseDistros,
   pxeSource,
   type DistroArch,
+  type DistroEntry,
 } from '../distro/distros.js';
 import { readManifest } from '../distro/manifest.js';
 import { assignAddresses, assignMac, checkNameFree } from '../lab/allocate.js';
 import { loadLabConfig, resolveLabConfig } from '../lab/config.js';
-import { VM_SCHEMA_VERSION, type VmDefinition } from '../core/vmdef.js';
+import { MIN_MEMORY_MIB, VM_SCHEMA_VERSION, checkVmForWrite, type VmDefinition } from '../core/vmdef.js';
 import { ensureLabSshKey } from '../lab/sshkey.js';
-import { listVms, saveVm, withLabLock } from '../lab/store.js';
-import { parseSubnet, type Arch } from '../lab/validate.js';
+import { listVms, saveVm, vmPaths, withLabLock } from '../lab/store.js';
+import { checkDiskSize, parseSubnet, type Arch } from '../lab/validate.js';
+import { namedFsError, pathExists } from '../core/fsutil.js';
 import { createBlankDisk, createOverlayDisk } from '../qemu/img.js';
 import { ensureLabDirs, type Context } from './context.js';
 import { downloadProgressBar } from './progress.js';
@@ -92,34 +97,75 @@ async function ensureImage(
 }
 
 /**
- * Create a VM definition with its disk (and seed ISO for disk VMs). Everything after the
- * download happens under the lab lock and is undone if any step fails.
+ * Refuse a request whose values no VM may have, before anything is read or written: the same
+ * rules the definition is read by (vmdef), named by the flag that gave the value.
+ */
+export function checkCreateRequest(req: CreateRequest): void {
+  if (req.ip !== undefined && req.ip.trim() === '')
+    throw new UsageError(
+      "invalid --ip '': give an address (e.g. 192.168.100.10), or leave --ip out to get the next free one",
+    );
+  if (req.ipv6 !== undefined && req.ipv6.trim() === '')
+    throw new UsageError(
+      "invalid --ipv6 '': give an address with its prefix (e.g. fd00:cafe:babe::10/64), or leave --ipv6 out",
+    );
+  if (req.distro !== undefined && req.distro.trim() === '')
+    throw new UsageError(
+      "invalid --distro '': name an entry of distros.yaml (pvmlab distro list), or leave --distro out",
+    );
+  if (!Number.isInteger(req.memoryMiB) || req.memoryMiB < MIN_MEMORY_MIB)
+    throw new UsageError(`invalid --memory ${req.memoryMiB}: at least ${MIN_MEMORY_MIB} MiB`);
+  if (!Number.isInteger(req.cpus) || req.cpus < 1)
+    throw new UsageError(`invalid --cpus ${req.cpus}: at least 1`);
+  checkDiskSize(req.diskBytes);
+}
+
+/** distros.yaml without creating it: a refused create writes nothing, the defaults included. */
+async function readDistros(app: string): Promise<DistroEntry[]> {
+  if (await pathExists(distrosPath(app))) return loadDistros(app);
+  return parseDistros(DEFAULT_DISTROS_YAML, 'the built-in distros');
+}
+
+/** What the existing VMs hold: the readable ones, what unreadable files still claim, the name's files. */
+async function labState(app: string, name: string) {
+  const { vms, invalid } = await listVms(app);
+  return { vms, others: invalid.map((i) => i.claim), paths: await vmPaths(app, name) };
+}
+
+/**
+ * Create a VM definition with its disk (and seed ISO for disk VMs). Every check that can refuse
+ * the request runs before anything is written (a usage error leaves no trace, not even
+ * ~/.pvmlab); everything after the download happens under the lab lock, and a failure removes
+ * only what this create made (a name with any file at all is refused, so nothing of another VM
+ * is ever in the way).
  */
 export async function createVm(ctx: Context, req: CreateRequest): Promise<VmDefinition> {
-  await ensureLabDirs(ctx.app);
+  checkCreateRequest(req);
   const lab = resolveLabConfig(await loadLabConfig(ctx.app));
+  const want = {
+    ...(req.ip !== undefined ? { ip: req.ip } : {}),
+    ...(req.ipv6 !== undefined ? { ipv6: req.ipv6 } : {}),
+  };
   // Fail fast on conflicts we can already see, before a long download.
   {
-    const { vms } = await listVms(ctx.app);
-    checkNameFree(vms, req.name);
-    assignAddresses(lab, vms, { ...(req.ip ? { ip: req.ip } : {}), ...(req.ipv6 ? { ipv6: req.ipv6 } : {}) });
-    if (req.mac) assignMac(vms, req.mac, randomBytes);
+    const { vms, others, paths } = await labState(ctx.app, req.name);
+    checkNameFree(vms, req.name, paths);
+    assignAddresses(lab, vms, want, others);
+    if (req.mac) assignMac([...vms, ...others], req.mac, randomBytes);
   }
   const distroName = req.distro ?? (req.pxeboot ? DEFAULT_PXE_DISTRO : DEFAULT_DISTRO);
-  const distros = await loadDistros(ctx.app);
+  const distros = await readDistros(ctx.app);
   const distro = findDistroEntry(distros, distroName);
   const entry = findDistro(distros, distroName, req.arch);
   // What the stack's iPXE script boots: a pulled distro's kernel is always `vmlinuz`; an entry
   // without a PXE source may still name one placed in images/ by hand (kernel_path).
   let kernel: string | undefined;
-  let baseImage: string | undefined;
+  let qcow2Url: string | undefined;
+  let notPulled = false;
   if (req.pxeboot) {
     if (pxeSource(distro, req.arch)) {
       kernel = 'vmlinuz';
-      if (!(await readManifest(ctx.app, distroName, req.arch)))
-        log.warn(
-          `${distroName} (${req.arch}) is not pulled yet: run 'pvmlab distro pull --distro ${distroName} --arch ${req.arch}' before starting ${req.name}`,
-        );
+      notPulled = !(await readManifest(ctx.app, distroName, req.arch));
     } else if (entry.kernel_path) kernel = entry.kernel_path.split('/').pop();
     else
       throw new UsageError(
@@ -127,24 +173,52 @@ export async function createVm(ctx: Context, req: CreateRequest): Promise<VmDefi
       );
   } else {
     kernel = entry.kernel_path?.split('/').pop();
-    const { qcow2_url } = entry;
-    if (!qcow2_url)
+    qcow2Url = entry.qcow2_url;
+    if (!qcow2Url)
       throw new UsageError(
         `distro '${distroName}' has no cloud image for disk VMs (no qcow2_url for ${req.arch}); install it over the network instead: pvmlab vm create ${req.name} --pxeboot --distro ${distroName}`,
       );
-    baseImage = await ensureImage(ctx, distroName, req.arch, { ...entry, qcow2_url });
   }
-  const key = await ensureLabSshKey(ctx.app);
+
+  // Checked: from here on the lab is written to.
+  await ensureLabDirs(ctx.app);
+  await loadDistros(ctx.app);
+  if (notPulled)
+    log.warn(
+      `${distroName} (${req.arch}) is not pulled yet: run 'pvmlab distro pull --distro ${distroName} --arch ${req.arch}' before starting ${req.name}`,
+    );
+  const baseImage = qcow2Url
+    ? await ensureImage(ctx, distroName, req.arch, { ...entry, qcow2_url: qcow2Url })
+    : undefined;
 
   return withLabLock(ctx.app, async () => {
-    const { vms } = await listVms(ctx.app);
-    checkNameFree(vms, req.name);
-    const addr = assignAddresses(lab, vms, {
-      ...(req.ip ? { ip: req.ip } : {}),
-      ...(req.ipv6 ? { ipv6: req.ipv6 } : {}),
-    });
-    const mac = assignMac(vms, req.mac, randomBytes);
+    // Under the lock: parallel creates in a new lab agree on one key pair.
+    const key = await ensureLabSshKey(ctx.app);
+    const { vms, others, paths } = await labState(ctx.app, req.name);
+    checkNameFree(vms, req.name, paths);
+    const addr = assignAddresses(lab, vms, want, others);
+    const mac = assignMac([...vms, ...others], req.mac, randomBytes);
     const files = vmFiles(ctx.app, req.name);
+    const vm: VmDefinition = {
+      name: req.name,
+      role: 'target',
+      arch: req.arch,
+      ip: addr.ip,
+      subnet: addr.subnet,
+      ...(addr.ipv6 ? { ipv6: addr.ipv6, subnetv6: addr.subnetv6 } : {}),
+      mac,
+      pxeboot: req.pxeboot,
+      distro: distroName,
+      ssh_key: key.publicKey,
+      ...(kernel ? { kernel } : {}),
+      ...(entry.initrd_path ? { initrd: entry.initrd_path.split('/').pop() } : {}),
+      memory: req.memoryMiB,
+      cpus: req.cpus,
+      schema_version: VM_SCHEMA_VERSION,
+    };
+    // The definition must be one pvmlab will read back, before any of its files exist.
+    const check = checkVmForWrite(vm);
+    if (!check.ok) throw new PvmlabError(`VM '${req.name}' would not be readable: ${check.error}`);
     const created: string[] = [];
     try {
       created.push(files.disk);
@@ -165,39 +239,34 @@ export async function createVm(ctx: Context, req: CreateRequest): Promise<VmDefi
         });
         created.push(files.seedDir);
         await fs.mkdir(files.seedDir, { recursive: true });
-        for (const f of seed) await fs.writeFile(`${files.seedDir}/${f.name}`, f.content);
+        for (const f of seed) await writeNamed(`${files.seedDir}/${f.name}`, f.content);
         created.push(files.seedIso);
         await fs.mkdir(dirname(files.seedIso), { recursive: true });
         const iso = buildIso(
           seed.map((f) => ({ name: f.name, data: Buffer.from(f.content) })),
           { volumeId: 'cidata' },
         );
-        await fs.writeFile(files.seedIso, iso);
+        await writeNamed(files.seedIso, iso);
       }
-      const vm: VmDefinition = {
-        name: req.name,
-        role: 'target',
-        arch: req.arch,
-        ip: addr.ip,
-        subnet: addr.subnet,
-        ...(addr.ipv6 ? { ipv6: addr.ipv6, subnetv6: addr.subnetv6 } : {}),
-        mac,
-        pxeboot: req.pxeboot,
-        ...(distroName ? { distro: distroName } : {}),
-        ssh_key: key.publicKey,
-        ...(kernel ? { kernel } : {}),
-        ...(entry.initrd_path ? { initrd: entry.initrd_path.split('/').pop() } : {}),
-        memory: req.memoryMiB,
-        cpus: req.cpus,
-        schema_version: VM_SCHEMA_VERSION,
-      };
       created.push(files.definition);
       await saveVm(ctx.app, vm);
       return vm;
     } catch (err) {
-      await Promise.all(created.map((p) => fs.rm(p, { recursive: true, force: true })));
+      // Only what this create made: the name had no file at all when the lock was taken.
+      await Promise.all(
+        created.map((p) => fs.rm(p, { recursive: true, force: true }).catch(() => undefined)),
+      );
       if (err instanceof UsageError || err instanceof PvmlabError) throw err;
       throw new PvmlabError(`creating VM '${req.name}' failed: ${(err as Error).message}`, { cause: err });
     }
   });
+}
+
+/** fs.writeFile with the file named in the error (a full disk says only "ENOSPC ... write"). */
+async function writeNamed(path: string, data: string | Uint8Array): Promise<void> {
+  try {
+    await fs.writeFile(path, data, { flag: 'wx' });
+  } catch (err) {
+    throw namedFsError(err, `cannot write ${path}`);
+  }
 }

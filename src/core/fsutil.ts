@@ -11,20 +11,43 @@ let tmpCounter = 0;
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): Promise<void> {
   // Unique per process and call; 'wx' below refuses to reuse a name anyway.
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${++tmpCounter}.tmp`);
-  const fh = await fs.open(tmp, 'wx', mode);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
+    const fh = await fs.open(tmp, 'wx', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     await fs.rename(tmp, path);
   } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
+    // A failed write (ENOSPC) must not leave a partial temp file behind.
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    throw namedFsError(err, `cannot write ${path}`);
   }
 }
+
+/**
+ * The same error with `what` (naming the file) in front of its message: a write's ENOSPC says
+ * only "no space left on device, write". The code is kept for callers that test it.
+ */
+export function namedFsError(err: unknown, what: string): Error {
+  if (!(err instanceof Error)) return new Error(`${what}: ${String(err)}`);
+  const code = (err as { code?: unknown }).code;
+  const reason = typeof code === 'string' ? (FS_REASONS[code] ?? err.message) : err.message;
+  const out = new Error(`${what}: ${reason}`, { cause: err });
+  if (typeof code === 'string') Object.assign(out, { code });
+  return out;
+}
+
+const FS_REASONS: Record<string, string> = {
+  ENOSPC: 'no space left on the device (free some space and retry)',
+  EDQUOT: 'disk quota exceeded (free some space and retry)',
+  EISDIR: 'it is a directory, where a file was expected (remove or rename it)',
+  ENOTDIR: 'a component of the path is a file, where a directory was expected',
+  EACCES: 'permission denied',
+  EROFS: 'the file system is read-only',
+};
 
 export async function pathExists(path: string): Promise<boolean> {
   try {

@@ -1,3 +1,4 @@
+import ipaddr from 'ipaddr.js';
 import * as v from 'valibot';
 
 /**
@@ -27,14 +28,44 @@ const name = v.pipe(
   v.regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'name must be a hostname label'),
 );
 
+/** Smallest `memory` a definition may hold (MiB): `vm create --memory` is checked against it too. */
+export const MIN_MEMORY_MIB = 64;
+
+/**
+ * Addresses are checked as addresses: one garbage `ip` would otherwise throw in the middle of
+ * allocating every later VM's address.
+ */
+const ipv4 = v.pipe(
+  v.string(),
+  v.check((s) => ipaddr.IPv4.isValidFourPartDecimal(s), 'must be an IPv4 address (a.b.c.d)'),
+);
+const ipv6 = v.pipe(
+  v.string(),
+  v.check((s) => ipaddr.IPv6.isValid(s) && !s.includes('%'), 'must be an IPv6 address'),
+);
+const cidr = (kind: 'ipv4' | 'ipv6') =>
+  v.pipe(
+    v.string(),
+    v.check(
+      (s) => {
+        try {
+          return ipaddr.parseCIDR(s)[0].kind() === kind;
+        } catch {
+          return false;
+        }
+      },
+      `must be an ${kind === 'ipv4' ? 'IPv4' : 'IPv6'} network (address/prefix)`,
+    ),
+  );
+
 export const VmDefinitionSchema = v.looseObject({
   name,
   role: v.picklist(['provisioner', 'target']),
   arch: v.picklist(['x86_64', 'aarch64']),
-  ip: v.optional(v.string()),
-  subnet: v.optional(v.string()),
-  ipv6: v.optional(v.string()),
-  subnetv6: v.optional(v.string()),
+  ip: v.optional(ipv4),
+  subnet: v.optional(cidr('ipv4')),
+  ipv6: v.optional(ipv6),
+  subnetv6: v.optional(cidr('ipv6')),
   mac: v.optional(mac),
   pxe_boot_stack_tar: v.optional(v.string()),
   docker_images_path: v.optional(v.string()),
@@ -45,7 +76,7 @@ export const VmDefinitionSchema = v.looseObject({
   ssh_key: v.optional(v.string()),
   kernel: v.optional(v.string()),
   initrd: v.optional(v.string()),
-  memory: v.optional(v.pipe(v.number(), v.integer(), v.minValue(64))),
+  memory: v.optional(v.pipe(v.number(), v.integer(), v.minValue(MIN_MEMORY_MIB))),
   cpus: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
   schema_version: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
 });
@@ -115,6 +146,17 @@ export function parseVm(text: string): VmParseResult {
     value: r.output,
     normalized: normalizedFields(data as Record<string, unknown>, r.output),
   };
+}
+
+/**
+ * The check a definition passes before it is written: the very rules it is read by (the file as
+ * it will be serialised, parsed back), so pvmlab never writes a VM it would then skip.
+ */
+export function checkVmForWrite(vm: VmDefinition): ParseResult<string> {
+  const text = serializeVm(vm);
+  const r = parseVm(text);
+  if (!r.ok) return r;
+  return { ok: true, value: text };
 }
 
 /** `mac "52-54-00-AB-CD-EF" read as "52:54:00:ab:cd:ef"` for each field the schema rewrote. */

@@ -1,8 +1,11 @@
 import { PvmlabError, UsageError } from '../core/errors.js';
 import { DHCP6_POOL, mirrorIpv6, type Lab6, type ResolvedLab } from './config.js';
 import type { VmDefinition } from '../core/vmdef.js';
+import type { AddressClaim } from './store.js';
 import {
   bigIntToIpv6,
+  checkHostAddress,
+  checkLabSubnet,
   inSubnet,
   intToIpv4,
   ipv4ToInt,
@@ -60,14 +63,19 @@ export interface AssignedAddresses {
   subnetv6?: string;
 }
 
-/** Check or allocate a target's addresses against the lab and the existing VMs. */
+/**
+ * Check or allocate a target's addresses against the lab, the existing VMs and `others`: what
+ * definitions that cannot be read still hold (their addresses stay taken until they are cleaned).
+ */
 export function assignAddresses(
   lab: ResolvedLab,
-  vms: readonly VmDefinition[],
+  readable: readonly VmDefinition[],
   req: AddressRequest,
+  others: readonly AddressClaim[] = [],
 ): AssignedAddresses {
-  const subnet = labSubnet(lab, vms);
-  const isReserved = reserved(lab, subnet, vms);
+  const vms: readonly AddressClaim[] = [...readable, ...others];
+  const subnet = labSubnet(lab, readable);
+  const isReserved = reserved(lab, subnet, readable);
   let ip: string;
   if (req.ip !== undefined) {
     const p = parseAddress(req.ip, 'ipv4', '--ip');
@@ -82,7 +90,7 @@ export function assignAddresses(
     ip = nextFreeIpv4(subnet, vms, isReserved);
   }
   const out: AssignedAddresses = { ip, subnet: subnet.cidr };
-  const prov = vms.find((v) => v.role === 'provisioner');
+  const prov = readable.find((v) => v.role === 'provisioner');
   const s6 = prov?.subnetv6 ? parseSubnet(prov.subnetv6, 'ipv6', 'provisioner subnetv6') : lab.subnet6;
   // The lab's own IPv6 plan (reserved addresses, automatic twins) applies when its prefix is the one in use.
   const v6 = lab.v6 && s6?.cidr === lab.v6.subnet.cidr ? lab.v6 : undefined;
@@ -93,6 +101,7 @@ export function assignAddresses(
     if (s6) {
       if (!inSubnet(p.address, s6) || (p.prefix !== undefined && p.prefix !== s6.prefix))
         throw new UsageError(`--ipv6 ${req.ipv6} is outside the lab IPv6 subnet ${s6.cidr}`);
+      checkHostAddress(p.address, s6, '--ipv6');
       const why = isReserved6(p.address);
       if (why) throw new UsageError(`--ipv6 ${p.address} is ${why}`);
       subnetv6 = s6.cidr;
@@ -101,7 +110,13 @@ export function assignAddresses(
         throw new UsageError(
           `--ipv6 ${req.ipv6} needs a prefix length: the lab has no IPv6 subnet configured`,
         );
-      subnetv6 = parseSubnet(`${p.address}/${p.prefix}`, 'ipv6', '--ipv6').cidr;
+      // The same rules as a lab's own IPv6 subnet (setup --subnet6): a unicast /64.
+      const own = parseSubnet(`${p.address}/${p.prefix}`, 'ipv6', '--ipv6');
+      if (own.prefix !== 64)
+        throw new UsageError(`--ipv6 ${req.ipv6}: the prefix must be /64 (e.g. fd00:cafe:babe::10/64)`);
+      checkLabSubnet(own, '--ipv6');
+      checkHostAddress(p.address, own, '--ipv6');
+      subnetv6 = own.cidr;
     }
     const owner = vms.find((v) => v.ipv6 !== undefined && sameAddress(v.ipv6, p.address));
     if (owner) throw new UsageError(`IPv6 address ${p.address} is already used by VM '${owner.name}'`);
@@ -140,7 +155,7 @@ function nextFreeIpv6(
   v6: Lab6,
   subnet: Subnet,
   ipv4: string,
-  vms: readonly VmDefinition[],
+  vms: readonly AddressClaim[],
   isReserved: (address: string) => string | undefined,
 ): string {
   const used = new Set<bigint>();
@@ -159,7 +174,7 @@ function nextFreeIpv6(
 
 function nextFreeIpv4(
   subnet: Subnet,
-  vms: readonly VmDefinition[],
+  vms: readonly AddressClaim[],
   isReserved: (n: number) => string | undefined,
 ) {
   const used = new Set<number>();
@@ -172,13 +187,24 @@ function nextFreeIpv4(
   throw new PvmlabError(`no free address left in the lab subnet ${subnet.cidr}`);
 }
 
-export function checkNameFree(vms: readonly VmDefinition[], name: string): void {
-  if (vms.some((v) => v.name === name)) throw new UsageError(`a VM named '${name}' already exists`);
+/**
+ * Refuse a name that is taken: by a VM, or by any file of one (`paths`: an unreadable
+ * definition, a disk left by an interrupted create). Such files are removed by `vm clean`.
+ */
+export function checkNameFree(
+  vms: readonly AddressClaim[],
+  name: string,
+  paths: readonly string[] = [],
+): void {
+  if (vms.some((v) => v.name === name) || paths.length > 0)
+    throw new UsageError(
+      `a VM named '${name}' already exists${paths.length ? ` (${paths.join(', ')})` : ''}; to reuse the name, remove it first: pvmlab vm clean ${name}`,
+    );
 }
 
 /** Check a requested MAC, or make a random one no VM uses. */
 export function assignMac(
-  vms: readonly VmDefinition[],
+  vms: readonly AddressClaim[],
   mac: string | undefined,
   random: (n: number) => Uint8Array,
 ) {

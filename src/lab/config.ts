@@ -2,10 +2,11 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import * as v from 'valibot';
 import { PvmlabError, UsageError } from '../core/errors.js';
-import { writeFileAtomic, readTextIfExists } from '../core/fsutil.js';
+import { namedFsError, writeFileAtomic, readTextIfExists } from '../core/fsutil.js';
 import { describeIssues } from '../core/vmdef.js';
 import {
   bigIntToIpv6,
+  checkLabSubnet,
   inSubnet,
   intToIpv4,
   ipv4ToInt,
@@ -30,6 +31,7 @@ export const LabConfigSchema = v.object({
   bridge: v.pipe(
     v.string(),
     v.regex(/^[A-Za-z0-9_.-]{1,15}$/, 'bridge must be a Linux interface name (1-15 characters)'),
+    v.check((b) => b !== '.' && b !== '..', "bridge must not be '.' or '..'"),
   ),
   network: v.picklist(['bridge', 'socket_vmnet']),
 });
@@ -49,7 +51,7 @@ export function defaultLabConfig(platform: NodeJS.Platform = process.platform): 
 
 /** A lab config derived from a subnet: provisioner at .1, host at the last address, DHCP pool in the middle. */
 export function labConfigForSubnet(cidr: string, base: LabConfig): LabConfig {
-  const s = parseSubnet(cidr, 'ipv4', '--subnet');
+  const s = checkLabSubnet(parseSubnet(cidr, 'ipv4', '--subnet'), '--subnet');
   if (s.prefix > 28) throw new UsageError(`--subnet '${cidr}' is too small: use a /28 or larger`);
   const first = ipv4ToInt(s.network);
   const size = 2 ** (32 - s.prefix);
@@ -95,7 +97,7 @@ export const DHCP6_POOL = { start: 0x1_0000n, end: 0x1_ffffn } as const;
 export function parseSubnet6(cidr: string, what: string): Subnet {
   const s = parseSubnet(cidr, 'ipv6', what);
   if (s.prefix !== 64) throw new UsageError(`${what} '${cidr}' must be a /64 (e.g. fd00:cafe:babe::/64)`);
-  return s;
+  return checkLabSubnet(s, what);
 }
 
 /** The IPv6 address with the same host number as an IPv4 address of the lab. */
@@ -116,7 +118,7 @@ function lab6(subnet6: Subnet, subnet: Subnet, config: LabConfig): Lab6 {
 
 /** Check the addresses inside the config agree with its subnet. */
 export function resolveLabConfig(config: LabConfig, source = 'lab.yaml'): ResolvedLab {
-  const subnet = parseSubnet(config.subnet, 'ipv4', 'subnet');
+  const subnet = checkLabSubnet(parseSubnet(config.subnet, 'ipv4', 'subnet'), 'subnet');
   for (const key of ['provisioner_ip', 'host_ip', 'dhcp_range_start', 'dhcp_range_end'] as const) {
     const a = parseAddress(config[key], 'ipv4', key);
     // A prefix here would break every later use of the address (allocation, cloud-init).
@@ -140,36 +142,140 @@ const HEADER =
   '# pvmlab lab settings. Change the subnet and bridge to run a second lab beside this one\n' +
   '# (with its own PVMLAB_HOME). `pvmlab setup --subnet <cidr> --bridge <name>` rewrites this file.\n';
 
-export async function loadLabConfig(app: string): Promise<LabConfig> {
-  const path = labConfigPath(app);
-  const text = await readTextIfExists(path);
-  if (text === undefined) return defaultLabConfig();
+/** What to do about a lab.yaml pvmlab cannot use: setup rewrites it (see repairLabConfig). */
+function fixHint(path: string): string {
+  return `fix ${path} by hand, or run 'pvmlab setup' (with --subnet/--bridge as needed) to rewrite it`;
+}
+
+async function readLabYaml(path: string): Promise<string | undefined> {
+  try {
+    return await readTextIfExists(path);
+  } catch (err) {
+    throw new PvmlabError(
+      `${namedFsError(err, `cannot read ${path}`).message}${isDir(err) ? ` (then run 'pvmlab setup')` : ''}`,
+      { cause: err },
+    );
+  }
+}
+
+const isDir = (err: unknown) => (err as { code?: unknown } | null)?.code === 'EISDIR';
+
+/** lab.yaml as a mapping of settings (not yet checked). */
+async function parseLabYaml(path: string, text: string): Promise<Record<string, unknown> | null> {
   let data: unknown;
   try {
     // yaml is large: load it only when a command reads settings (keeps `vm list` fast).
     const { parse } = await import('../core/yaml.js');
     data = parse(text);
   } catch (err) {
-    throw new PvmlabError(`${path} is not valid YAML: ${(err as Error).message}`);
+    throw new PvmlabError(`${path} is not valid YAML: ${(err as Error).message}; ${fixHint(path)}`);
   }
   // Spreading a scalar or a list would silently give the defaults.
   if (data !== null && (typeof data !== 'object' || Array.isArray(data)))
-    throw new PvmlabError(`${path}: expected a mapping of settings (key: value)`);
-  const r = v.safeParse(LabConfigSchema, { ...defaultLabConfig(), ...(data as object | null) });
-  if (!r.success) throw new PvmlabError(`${path}: ${describeIssues(r.issues)}`);
+    throw new PvmlabError(`${path}: expected a mapping of settings (key: value); ${fixHint(path)}`);
+  return data as Record<string, unknown> | null;
+}
+
+/** The rules lab.yaml is read by, and written by: the schema, then the addresses' consistency. */
+export function checkLabConfig(data: unknown, source: string): LabConfig {
+  const r = v.safeParse(LabConfigSchema, data);
+  if (!r.success) throw new PvmlabError(`${source}: ${describeIssues(r.issues)}`);
   try {
-    resolveLabConfig(r.output, path);
+    resolveLabConfig(r.output, source);
   } catch (err) {
     // A bad address in the file is not a usage error, and the message must say which file.
-    if (err instanceof UsageError) throw new PvmlabError(`${path}: ${err.message}`);
+    if (err instanceof UsageError) throw new PvmlabError(`${source}: ${err.message}`);
     throw err;
   }
   return r.output;
 }
 
+export async function loadLabConfig(app: string): Promise<LabConfig> {
+  const path = labConfigPath(app);
+  const text = await readLabYaml(path);
+  if (text === undefined) return defaultLabConfig();
+  const data = await parseLabYaml(path, text);
+  try {
+    return checkLabConfig({ ...defaultLabConfig(), ...data }, path);
+  } catch (err) {
+    if (err instanceof PvmlabError) throw new PvmlabError(`${err.message}; ${fixHint(path)}`);
+    throw err;
+  }
+}
+
+export interface RepairedLabConfig {
+  config: LabConfig;
+  /** What was dropped from the file, one line per setting ("bridge 'a b': ..."); empty if none. */
+  dropped: string[];
+  /** The file's text, when it was not usable as it was (kept by setup as lab.yaml.bak). */
+  original?: string;
+}
+
+/**
+ * lab.yaml for `setup`, which must be able to repair any file: each setting that passes the
+ * rules on its own is kept, the others fall back to their defaults (addresses derived from the
+ * subnet when they no longer fit it). Only a path setup cannot write over (a directory) fails.
+ */
+export async function repairLabConfig(app: string): Promise<RepairedLabConfig> {
+  const path = labConfigPath(app);
+  const text = await readLabYaml(path);
+  if (text === undefined) return { config: defaultLabConfig(), dropped: [] };
+  let data: Record<string, unknown> | null;
+  try {
+    data = await parseLabYaml(path, text);
+  } catch (err) {
+    return { config: defaultLabConfig(), dropped: [(err as Error).message], original: text };
+  }
+  const merged: Record<string, unknown> = { ...defaultLabConfig(), ...data };
+  try {
+    return { config: checkLabConfig(merged, path), dropped: [] };
+  } catch {
+    // Fall through: setting by setting.
+  }
+  const dropped: string[] = [];
+  const out: Record<string, unknown> = { ...defaultLabConfig() };
+  for (const [key, schema] of Object.entries(LabConfigSchema.entries)) {
+    if (!(key in merged)) continue;
+    const r = v.safeParse(schema, merged[key]);
+    if (r.success) out[key] = r.output;
+    else dropped.push(`${key} ${JSON.stringify(merged[key])}: ${describeIssues(r.issues)}`);
+  }
+  let config = out as LabConfig;
+  if (config.subnetv6 !== undefined) {
+    try {
+      parseSubnet6(config.subnetv6, 'subnetv6');
+    } catch (err) {
+      dropped.push(`subnetv6 ${JSON.stringify(config.subnetv6)}: ${(err as Error).message}`);
+      delete config.subnetv6;
+    }
+  }
+  try {
+    resolveLabConfig(config, path);
+  } catch (err) {
+    // The addresses do not fit together: keep the subnet if it is usable, lay the rest out anew.
+    let base: LabConfig;
+    try {
+      base = labConfigForSubnet(config.subnet, config);
+    } catch {
+      dropped.push(`subnet ${JSON.stringify(config.subnet)}: not a usable lab subnet`);
+      base = { ...config, ...pickAddresses(defaultLabConfig()) };
+    }
+    dropped.push(`addresses: ${(err as Error).message}; laid out again from subnet ${base.subnet}`);
+    config = base;
+  }
+  return { config, dropped, original: text };
+}
+
+function pickAddresses(c: LabConfig) {
+  const { subnet, provisioner_ip, host_ip, dhcp_range_start, dhcp_range_end } = c;
+  return { subnet, provisioner_ip, host_ip, dhcp_range_start, dhcp_range_end };
+}
+
+/** Write lab.yaml, refused (before anything is written) unless it passes the rules it is read by. */
 export async function saveLabConfig(app: string, config: LabConfig): Promise<void> {
-  resolveLabConfig(config);
+  const path = labConfigPath(app);
+  checkLabConfig(config, path);
   await fs.mkdir(app, { recursive: true });
   const { stringify } = await import('../core/yaml.js');
-  await writeFileAtomic(labConfigPath(app), HEADER + stringify(config));
+  await writeFileAtomic(path, HEADER + stringify(config));
 }

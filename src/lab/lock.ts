@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { PvmlabError, isErrno } from '../core/errors.js';
+import { namedFsError } from '../core/fsutil.js';
 
 export interface LockOptions {
   timeoutMs?: number;
@@ -16,8 +17,11 @@ function alive(pid: number): boolean {
 }
 
 /**
- * An exclusive lock file holding the owner's pid. `open(O_EXCL)` is atomic on local file
- * systems; a lock left by a process that died is taken over.
+ * An exclusive lock file holding the owner's pid. The pid is written to a private temp file
+ * first and `link()`ed to the lock name (atomic, fails if the name exists): the lock is never
+ * seen empty, so a death or a full disk mid-write cannot leave a lock nobody can judge. A lock
+ * left by a process that died is taken over; so is an empty or unreadable one (an older pvmlab's
+ * open-then-write) once it is EMPTY_STALE_MS old.
  */
 export async function withLock<T>(path: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
   const release = await acquire(path, options.timeoutMs ?? 60_000);
@@ -29,28 +33,73 @@ export async function withLock<T>(path: string, fn: () => Promise<T>, options: L
 }
 
 async function acquire(path: string, timeoutMs: number): Promise<() => Promise<void>> {
-  await fs.mkdir(dirname(path), { recursive: true });
+  await fs.mkdir(dirname(path), { recursive: true }).catch((err: unknown) => {
+    throw namedFsError(err, `cannot create the lock directory ${dirname(path)}`);
+  });
   const deadline = Date.now() + timeoutMs;
   let holder = 0;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const fh = await fs.open(path, 'wx', 0o644);
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      return async () => {
-        await fs.rm(path, { force: true });
-      };
-    } catch (err) {
-      if (!isErrno(err, 'EEXIST')) throw err;
-    }
-    holder = await readHolder(path);
-    if (holder > 0 && !alive(holder) && (await breakStale(path, holder))) continue;
-    if (Date.now() > deadline)
-      throw new PvmlabError(
-        `timed out waiting for the lab lock ${path}${holder ? ` (held by pid ${holder})` : ''}`,
-      );
-    await new Promise((r) => setTimeout(r, Math.min(10 + attempt * 5, 100) + Math.random() * 10));
+  const tmp = `${path}.${process.pid}.${++tmpCounter}.tmp`;
+  try {
+    await fs.writeFile(tmp, String(process.pid), { flag: 'wx', mode: 0o644 });
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    throw namedFsError(err, `cannot take the lab lock ${path}`);
   }
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await linkOrCreate(tmp, path);
+        await removeDeadTemps(path);
+        return async () => {
+          await fs.rm(path, { force: true });
+        };
+      } catch (err) {
+        if (!isErrno(err, 'EEXIST')) throw namedFsError(err, `cannot take the lab lock ${path}`);
+      }
+      holder = await readHolder(path);
+      if (holder > 0 && !alive(holder) && (await breakStale(path, holder))) continue;
+      if (holder === 0 && (await emptyAndOld(path)) && (await breakStale(path, 0))) continue;
+      if (Date.now() > deadline)
+        throw new PvmlabError(
+          `timed out waiting for the lab lock ${path}${holder ? ` (held by pid ${holder})` : ''}`,
+        );
+      await new Promise((r) => setTimeout(r, Math.min(10 + attempt * 5, 100) + Math.random() * 10));
+    }
+  } finally {
+    await fs.rm(tmp, { force: true });
+  }
+}
+
+let tmpCounter = 0;
+
+/** link(), or where the file system has no hard links, the old O_EXCL create (never left empty by a death of ours before the write, but possibly by ENOSPC). */
+async function linkOrCreate(tmp: string, path: string): Promise<void> {
+  try {
+    await fs.link(tmp, path);
+  } catch (err) {
+    if (!isErrno(err, 'EPERM') && !isErrno(err, 'ENOTSUP') && !isErrno(err, 'EOPNOTSUPP')) throw err;
+    await fs.writeFile(path, String(process.pid), { flag: 'wx', mode: 0o644 });
+  }
+}
+
+/** Temp files of lockers killed before they could remove theirs (kill -9): clutter, removed by the next holder. */
+async function removeDeadTemps(path: string): Promise<void> {
+  const dir = dirname(path);
+  const prefix = `${basename(path)}.`;
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  for (const n of names) {
+    const m = n.startsWith(prefix) ? /^(\d+)\.\d+\.tmp$/.exec(n.slice(prefix.length)) : null;
+    if (m && Number(m[1]) !== process.pid && !alive(Number(m[1])))
+      await fs.rm(join(dir, n), { force: true }).catch(() => undefined);
+  }
+}
+
+/** An empty or unparsable lock older than this was left by a writer that died (or ran out of space). */
+const EMPTY_STALE_MS = 5_000;
+
+async function emptyAndOld(path: string): Promise<boolean> {
+  const st = await fs.stat(path).catch(() => undefined);
+  return st !== undefined && Date.now() - st.mtimeMs > EMPTY_STALE_MS;
 }
 
 async function readHolder(path: string): Promise<number> {
@@ -82,8 +131,10 @@ async function breakStale(path: string, deadPid: number): Promise<boolean> {
     return false;
   }
   try {
-    // Only the dead owner's lock: it cannot change under us, as nobody else may remove it now.
+    // Only the dead owner's lock (or the old empty one): it cannot change under us, as nobody
+    // else may remove it now; a fresh lock always holds a pid.
     if ((await readHolder(path)) !== deadPid) return false;
+    if (deadPid === 0 && !(await emptyAndOld(path))) return false;
     await fs.rm(path, { force: true });
     return true;
   } finally {

@@ -2,7 +2,7 @@ import { createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey } fr
 import { promises as fs } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { PvmlabError, isErrno } from '../core/errors.js';
-import { writeFileAtomic } from '../core/fsutil.js';
+import { namedFsError, writeFileAtomic } from '../core/fsutil.js';
 import { labDirs } from '../core/paths.js';
 
 function sshString(data: Uint8Array | string): Buffer {
@@ -105,29 +105,88 @@ export async function ensureLabSshKey(
   return { ...key, ...(await ensureSshKey(key.path)) };
 }
 
-/** Make sure an ed25519 key pair exists at `path` (see ensureLabSshKey for the lab's key). */
+let tmpCounter = 0;
+
+/**
+ * Make sure an ed25519 key pair exists at `path` (see ensureLabSshKey for the lab's key).
+ * Parallel commands in a new lab race here: each writes its pair to temp names and `link()`s
+ * the private key into place, which only one can do; the others drop theirs and use the
+ * winner's. `<path>.pub` is always checked against (and if need be rewritten from) the private
+ * key, so the two files are one pair whatever happened in between.
+ */
 export async function ensureSshKey(path: string): Promise<{ created: boolean; publicKey: string }> {
-  await fs.mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  if (await isFile(path)) return { created: false, publicKey: await publicKeyOf(path) };
+  await fs.mkdir(dirname(path), { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+    throw namedFsError(err, `cannot create ${dirname(path)}`);
+  });
+  if (await isFile(path)) return { created: false, publicKey: await publicKeyOf(path, true) };
   const pair = generateEd25519();
-  await writeFileAtomic(path, pair.privateKey, 0o600);
-  await writeFileAtomic(`${path}.pub`, pair.publicKey, 0o644);
-  return { created: true, publicKey: pair.publicKey };
+  const tmp = `${path}.${process.pid}.${++tmpCounter}.tmp`;
+  try {
+    await writeNew(tmp, pair.privateKey, 0o600, path);
+    await writeNew(`${tmp}.pub`, pair.publicKey, 0o644, `${path}.pub`);
+    try {
+      await fs.link(tmp, path);
+    } catch (err) {
+      if (isErrno(err, 'EEXIST')) return { created: false, publicKey: await publicKeyOf(path, true) };
+      throw namedFsError(err, `cannot create ${path}`);
+    }
+    await fs.rename(`${tmp}.pub`, `${path}.pub`).catch((err: unknown) => {
+      throw namedFsError(err, `cannot write ${path}.pub`);
+    });
+    return { created: true, publicKey: pair.publicKey };
+  } finally {
+    await Promise.all([fs.rm(tmp, { force: true }), fs.rm(`${tmp}.pub`, { force: true })]);
+  }
+}
+
+/** Write a new file (exclusive create, fsynced), the error naming the file it is for. */
+async function writeNew(path: string, data: string, mode: number, forPath: string): Promise<void> {
+  try {
+    const fh = await fs.open(path, 'wx', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    throw namedFsError(err, `cannot write the lab SSH key ${forPath}`);
+  }
 }
 
 /**
  * `<path>.pub`; if it went missing, rewritten from the private key (the Go pvmlab failed
- * later in that case).
+ * later in that case). With `verify` (our ed25519 key), a `.pub` of another pair (left by a
+ * race of an older pvmlab) is rewritten too: the private key is the one ssh uses.
  */
-async function publicKeyOf(path: string): Promise<string> {
+async function publicKeyOf(path: string, verify = false): Promise<string> {
+  let pub: string | undefined;
   try {
-    return await fs.readFile(`${path}.pub`, 'utf8');
+    pub = await fs.readFile(`${path}.pub`, 'utf8');
   } catch (err) {
-    if (!isErrno(err, 'ENOENT')) throw err;
+    if (!isErrno(err, 'ENOENT')) throw new PvmlabError(namedFsError(err, `cannot read ${path}.pub`).message);
   }
-  const pub = publicKeyFromPrivate(await fs.readFile(path, 'utf8'));
-  await writeFileAtomic(`${path}.pub`, pub, 0o644);
-  return pub;
+  if (pub !== undefined && !verify) return pub;
+  let priv: string;
+  try {
+    priv = await fs.readFile(path, 'utf8');
+  } catch (err) {
+    throw new PvmlabError(namedFsError(err, `cannot read the lab SSH key ${path}`).message);
+  }
+  let derived: string;
+  try {
+    derived = publicKeyFromPrivate(priv);
+  } catch (err) {
+    throw new PvmlabError(`${path}: ${(err as Error).message}`);
+  }
+  if (pub !== undefined && keyBlob(pub) === keyBlob(derived)) return pub;
+  await writeFileAtomic(`${path}.pub`, derived, 0o644);
+  return derived;
+}
+
+/** `type base64` of an authorized_keys line, without the comment. */
+function keyBlob(line: string): string {
+  return line.trim().split(/\s+/).slice(0, 2).join(' ');
 }
 
 /** The authorized_keys line of an unencrypted OpenSSH or PEM (PKCS#1/PKCS#8 RSA) private key. */

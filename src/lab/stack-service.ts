@@ -10,7 +10,7 @@ import {
   type ProcessExit,
   type Runner,
 } from '../core/exec.js';
-import { writeFileAtomic } from '../core/fsutil.js';
+import { namedFsError, writeFileAtomic } from '../core/fsutil.js';
 import { labDirs } from '../core/paths.js';
 import { withLock } from './lock.js';
 
@@ -122,7 +122,9 @@ async function readPid(path: string): Promise<number | undefined> {
     text = await fs.readFile(path, 'utf8');
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
-    throw err;
+    throw new PvmlabError(namedFsError(err, `cannot read the stack's pid file ${path}`).message, {
+      cause: err,
+    });
   }
   const pid = Number(text.trim());
   return Number.isInteger(pid) && pid > 0 ? pid : -1;
@@ -362,10 +364,14 @@ export async function startStackService(o: StartOptions): Promise<StartResult> {
       await fs.mkdir(dirname(files.log), { recursive: true });
       const [program, ...pre] = o.command;
       if (!program) throw new PvmlabError('no program to run pvmlab with');
-      await fs.appendFile(
-        files.log,
-        `--- ${new Date().toISOString()} pvmlab stack start: ${[program, ...pre, ...args].join(' ')}\n`,
-      );
+      await fs
+        .appendFile(
+          files.log,
+          `--- ${new Date().toISOString()} pvmlab stack start: ${[program, ...pre, ...args].join(' ')}\n`,
+        )
+        .catch((err: unknown) => {
+          throw new PvmlabError(namedFsError(err, `cannot write ${files.log}`).message, { cause: err });
+        });
       const offset = (await fs.stat(files.log)).size;
       const url = stackUrl(o.flags.address ?? o.defaultAddress, o.flags.httpPort);
       const child = await spawnDetached(program, [...pre, ...args], {

@@ -1,15 +1,30 @@
 import { promises as fs, readFileSync, readdirSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join, sep } from 'node:path';
 import { PvmlabError, isErrno } from '../core/errors.js';
-import { writeFileAtomic } from '../core/fsutil.js';
+import { namedFsError, writeFileAtomic } from '../core/fsutil.js';
 import { log } from '../core/log.js';
 import { labDirs, vmFiles } from '../core/paths.js';
 import { withLock } from './lock.js';
-import { parseVm, serializeVm, type VmDefinition } from '../core/vmdef.js';
+import { checkVmForWrite, parseVm, type VmDefinition } from '../core/vmdef.js';
 
 export interface InvalidDefinition {
   file: string;
   error: string;
+  /**
+   * What the unreadable file still claims, as far as it can be made out: its name (from the
+   * file name) and any address or MAC that reads as one. Allocation keeps these taken, so a VM
+   * that cannot be read does not lose its address to the next `vm create`.
+   */
+  claim: AddressClaim;
+}
+
+/** A name and the addresses it holds (a VM, or what is left of one). */
+export interface AddressClaim {
+  name: string;
+  ip?: string;
+  ipv6?: string;
+  mac?: string;
 }
 
 export interface VmList {
@@ -26,7 +41,10 @@ export async function listVms(app: string): Promise<VmList> {
     entries = readdirSync(dir);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return { vms: [], invalid: [] };
-    throw err;
+    throw new PvmlabError(
+      `${namedFsError(err, `cannot list the VM definitions in ${dir}`).message}; it must be a directory (move the file away)`,
+      { cause: err },
+    );
   }
   const files = entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).sort();
   // Synchronous reads: for a directory of small files they cost a fraction of fs.promises'
@@ -41,14 +59,19 @@ export async function listVms(app: string): Promise<VmList> {
   const vms: VmDefinition[] = [];
   const invalid: InvalidDefinition[] = [];
   for (const { f, text } of results) {
+    const claim = (t?: string) => ({ name: f.slice(0, -'.json'.length), ...(t ? guessClaim(t) : {}) });
     if (text instanceof Error) {
-      invalid.push({ file: f, error: text.message });
+      invalid.push({ file: f, error: describeReadError(text), claim: claim() });
       continue;
     }
     const r = parseVm(text);
-    if (!r.ok) invalid.push({ file: f, error: r.error });
+    if (!r.ok) invalid.push({ file: f, error: r.error, claim: claim(text) });
     else if (`${r.value.name}.json` !== f)
-      invalid.push({ file: f, error: `name '${r.value.name}' does not match the file name` });
+      invalid.push({
+        file: f,
+        error: `name '${r.value.name}' does not match the file name`,
+        claim: claim(text),
+      });
     else {
       warnNormalized(`${dir}${sep}${f}`, r.normalized);
       vms.push(r.value);
@@ -59,6 +82,34 @@ export async function listVms(app: string): Promise<VmList> {
   return { vms, invalid };
 }
 
+/** Why a definition file could not be read, with what to do about it. */
+function describeReadError(err: Error): string {
+  if (isErrno(err, 'EISDIR'))
+    return 'is a directory, not a definition file (remove it, or run pvmlab vm clean <name>)';
+  if (isErrno(err, 'EACCES')) return 'permission denied (check the owner and mode of the file)';
+  return err.message;
+}
+
+/** Addresses and MAC from a definition that fails the schema, where they still read as such. */
+function guessClaim(text: string): Omit<AddressClaim, 'name'> {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    // Not JSON at all: the addresses may still be there as `"ip": "a.b.c.d"`.
+    const field = (k: string) => new RegExp(`"${k}"\\s*:\\s*"([^"]{1,64})"`).exec(text)?.[1];
+    data = { ip: field('ip'), ipv6: field('ipv6'), mac: field('mac') };
+  }
+  if (typeof data !== 'object' || data === null) return {};
+  const d = data as Record<string, unknown>;
+  const out: Omit<AddressClaim, 'name'> = {};
+  if (typeof d.ip === 'string' && isIP(d.ip) === 4) out.ip = d.ip;
+  if (typeof d.ipv6 === 'string' && isIP(d.ipv6) === 6) out.ipv6 = d.ipv6;
+  if (typeof d.mac === 'string' && /^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(d.mac))
+    out.mac = d.mac.toLowerCase().replace(/-/g, ':');
+  return out;
+}
+
 export async function loadVm(app: string, name: string): Promise<VmDefinition> {
   const path = vmFiles(app, name).definition;
   let text: string;
@@ -66,7 +117,7 @@ export async function loadVm(app: string, name: string): Promise<VmDefinition> {
     text = await fs.readFile(path, 'utf8');
   } catch (err) {
     if (isErrno(err, 'ENOENT')) throw new PvmlabError(`VM '${name}' does not exist (no ${path})`);
-    throw err;
+    throw new PvmlabError(`${path}: ${describeReadError(err as Error)}`, { cause: err });
   }
   const r = parseVm(text);
   if (!r.ok) throw new PvmlabError(`${path}: ${r.error}`);
@@ -88,17 +139,49 @@ function warnNormalized(path: string, normalized: readonly string[]): void {
 }
 
 export async function vmExists(app: string, name: string): Promise<boolean> {
+  return (await vmPaths(app, name)).length > 0;
+}
+
+/**
+ * Every file of VM `name` that exists, whatever state it is in: its definition (readable or
+ * not), disk, firmware vars, seed, pid and sockets, and the temp files of a write that was
+ * interrupted (`.<name>.json.<pid>.<n>.tmp`; a name has no dots, so `.<name>.` is its own).
+ * A name with any of these is taken; `vm clean` removes exactly these (and the log).
+ */
+export async function vmPaths(app: string, name: string): Promise<string[]> {
+  const d = labDirs(app);
+  const f = vmFiles(app, name);
+  const own = (dir: string, exact: readonly string[]) =>
+    listDir(dir).then((entries) =>
+      entries
+        .filter((e) => exact.includes(join(dir, e)) || e.startsWith(`.${name}.`))
+        .map((e) => join(dir, e)),
+    );
+  const found = await Promise.all([
+    own(d.vms, [f.definition, f.disk, f.varsFd, f.noreboot]),
+    own(d.cloudInit, [f.seedIso, f.seedDir]),
+    own(d.pids, [f.pid]),
+    own(d.monitors, [f.qmp, f.console]),
+  ]);
+  return found.flat().sort();
+}
+
+async function listDir(dir: string): Promise<string[]> {
   try {
-    await fs.access(vmFiles(app, name).definition);
-    return true;
-  } catch {
-    return false;
+    return await fs.readdir(dir);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return [];
+    throw new PvmlabError(`${dir}: ${describeReadError(err as Error)}`, { cause: err });
   }
 }
 
+/** Write a definition, refused (before anything is written) if it would not be read back. */
 export async function saveVm(app: string, vm: VmDefinition): Promise<void> {
+  const path = vmFiles(app, vm.name).definition;
+  const r = checkVmForWrite(vm);
+  if (!r.ok) throw new PvmlabError(`refusing to write ${path}: ${r.error}`);
   await fs.mkdir(labDirs(app).vms, { recursive: true });
-  await writeFileAtomic(vmFiles(app, vm.name).definition, serializeVm(vm));
+  await writeFileAtomic(path, r.value);
 }
 
 export async function deleteVmDefinition(app: string, name: string): Promise<void> {

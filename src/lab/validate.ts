@@ -103,6 +103,65 @@ function networkAddress(addr: ipaddr.IPv4 | ipaddr.IPv6, prefix: number): string
   return ipaddr.IPv6.networkAddressFromCIDR(`${addr.toString()}/${prefix}`).toString();
 }
 
+/** Address space a lab cannot number its hosts in. */
+const UNUSABLE_V4 = new Set(['unspecified', 'multicast', 'loopback', 'linkLocal', 'reserved', 'broadcast']);
+const UNUSABLE_V6 = new Set([
+  'unspecified',
+  'multicast',
+  'loopback',
+  'linkLocal',
+  'ipv4Mapped',
+  'rfc6145',
+  'rfc6052',
+  '6to4',
+  'teredo',
+]);
+const RANGE_WORDS: Record<string, string> = {
+  unspecified: 'the unspecified address range',
+  multicast: 'multicast',
+  loopback: 'loopback',
+  linkLocal: 'link-local',
+  reserved: 'reserved address space',
+  broadcast: 'the broadcast address',
+};
+
+/** Why an address cannot be a lab host or network, or undefined. */
+function unusable(address: string): string | undefined {
+  const a = ipaddr.parse(address);
+  const range = a.range();
+  const bad = a.kind() === 'ipv4' ? UNUSABLE_V4 : UNUSABLE_V6;
+  return bad.has(range) ? (RANGE_WORDS[range] ?? `${range} address space`) : undefined;
+}
+
+/**
+ * A subnet a lab can live in: unicast space (private, global, unique-local), neither multicast,
+ * loopback, link-local, unspecified nor reserved; an IPv4 one no larger than a /8 (both ends are
+ * checked, so a huge prefix cannot reach into such space).
+ */
+export function checkLabSubnet(s: Subnet, what: string): Subnet {
+  const bad = (why: string) => new UsageError(`invalid ${what} '${s.cidr}': ${why}`);
+  if (s.kind === 'ipv4') {
+    if (s.prefix < 8) throw bad('too large for a lab (use a /8 to /28)');
+    const last = intToIpv4(ipv4ToInt(s.network) + 2 ** (32 - s.prefix) - 1);
+    const why = unusable(s.network) ?? unusable(last);
+    if (why) throw bad(`it is ${why}, not unicast space (e.g. 192.168.100.0/24)`);
+  } else {
+    const why = unusable(s.network);
+    if (why) throw bad(`it is ${why}, not unicast space (e.g. fd00:cafe:babe::/64)`);
+  }
+  return s;
+}
+
+/** A host address in `subnet`: not the network (or subnet-router anycast) address, not unusable space. */
+export function checkHostAddress(address: string, subnet: Subnet, what: string): void {
+  if (sameAddress(address, subnet.network))
+    throw new UsageError(
+      `${what} ${address} is the ${subnet.kind === 'ipv4' ? 'network' : 'subnet-router anycast'} address of ${subnet.cidr}, not a host address`,
+    );
+  const why = unusable(address);
+  if (why) throw new UsageError(`${what} ${address} is ${why}, not a host address`);
+}
+
 export function inSubnet(address: string, subnet: Subnet): boolean {
   const a = ipaddr.parse(address);
   if (a.kind() !== subnet.kind) return false;
@@ -145,6 +204,23 @@ export function parseSize(text: string, flag = '--disk-size'): number {
   if (mult === undefined) throw new UsageError(`invalid ${flag} '${text}': unknown unit`);
   const bytes = Number(m[1]) * mult;
   if (bytes <= 0) throw new UsageError(`invalid ${flag} '${text}': must be greater than zero`);
+  if (!Number.isSafeInteger(bytes)) throw new UsageError(`invalid ${flag} '${text}': far too large`);
+  return bytes;
+}
+
+/**
+ * Disk sizes `vm create` accepts: 1 MiB (below that no installer or cloud image fits, and
+ * qemu-img rounds to sectors anyway) to 64 TiB (qcow2 with its default clusters stops between
+ * 1 and 4 PiB; a lab VM never needs more, and a typo like 100000T must not reach qemu-img).
+ */
+export const DISK_MIN_BYTES = 2 ** 20;
+export const DISK_MAX_BYTES = 64 * 2 ** 40;
+
+export function checkDiskSize(bytes: number, flag = '--disk-size'): number {
+  if (!Number.isSafeInteger(bytes) || bytes < DISK_MIN_BYTES || bytes > DISK_MAX_BYTES)
+    throw new UsageError(
+      `invalid ${flag} ${Number.isSafeInteger(bytes) ? `${bytes} bytes` : 'value'}: use 1M to 64T (e.g. 10G)`,
+    );
   return bytes;
 }
 

@@ -387,7 +387,63 @@ describe('checkNameFree', () => {
     const vms = [provisioner, target('web', '192.168.100.2')];
     checkNameFree(vms, 'db');
     checkNameFree([], 'web');
-    throwsUsage(() => checkNameFree(vms, 'web'), "a VM named 'web' already exists");
-    throwsUsage(() => checkNameFree(vms, 'provisioner'), "a VM named 'provisioner' already exists");
+    throwsUsage(
+      () => checkNameFree(vms, 'web'),
+      "a VM named 'web' already exists; to reuse the name, remove it first: pvmlab vm clean web",
+    );
+    throwsUsage(() => checkNameFree(vms, 'provisioner'), /^a VM named 'provisioner' already exists/);
+  });
+
+  it('refuses a name that only has files left (an unreadable definition, an orphan disk)', () => {
+    throwsUsage(
+      () => checkNameFree([], 'web', ['/lab/vms/web.json', '/lab/vms/web.qcow2']),
+      "a VM named 'web' already exists (/lab/vms/web.json, /lab/vms/web.qcow2); to reuse the name, remove it first: pvmlab vm clean web",
+    );
+  });
+});
+
+const lab6 = resolveLabConfig({ ...defaultLabConfig('linux'), subnetv6: 'fd00:cafe:babe::/64' });
+
+describe('unreadable definitions keep what they claim (issue 8, item 2)', () => {
+  const others = [{ name: 'm1', ip: '192.168.100.2', mac: '52:54:00:00:00:01', ipv6: 'fd00:cafe:babe::2' }];
+  it('their IP is not handed out again, nor taken by --ip', () => {
+    assert.equal(assignAddresses(lab, [provisioner], {}, others).ip, '192.168.100.3');
+    throwsUsage(
+      () => assignAddresses(lab, [provisioner], { ip: '192.168.100.2' }, others),
+      "IP address 192.168.100.2 is already used by VM 'm1'",
+    );
+  });
+  it('nor their MAC or IPv6 address', () => {
+    throwsUsage(
+      () => assignMac([...others], '52:54:00:00:00:01', () => new Uint8Array(6)),
+      /already used by VM 'm1'/,
+    );
+    throwsUsage(
+      () => assignAddresses(lab6, [provisioner], { ipv6: 'fd00:cafe:babe::2' }, others),
+      /already used by VM 'm1'/,
+    );
+  });
+});
+
+describe('--ipv6 must be a host address (issue 8)', () => {
+  it('in a lab without an IPv6 subnet: a unicast /64 host address', () => {
+    for (const [ipv6, re] of [
+      ['::/0', /prefix must be \/64/],
+      ['::1/128', /prefix must be \/64/],
+      ['ff02::1/64', /multicast/],
+      ['fd00::/64', /subnet-router anycast address of fd00::\/64/],
+      ['fe80::1/64', /link-local/],
+    ] as const)
+      throwsUsage(() => assignAddresses(lab, [provisioner], { ipv6 }), re);
+  });
+  it("in an IPv6 lab: not the subnet's own address", () => {
+    throwsUsage(
+      () => assignAddresses(lab6, [provisioner], { ipv6: 'fd00:cafe:babe::' }),
+      /subnet-router anycast/,
+    );
+  });
+  it('an empty --ip or --ipv6 is refused', () => {
+    throwsUsage(() => assignAddresses(lab, [provisioner], { ip: '' }), /invalid --ip ''/);
+    throwsUsage(() => assignAddresses(lab, [provisioner], { ipv6: '' }), /invalid --ipv6 ''/);
   });
 });

@@ -10,6 +10,7 @@ import {
   labConfigPath,
   loadLabConfig,
   parseSubnet6,
+  repairLabConfig,
   resolveLabConfig,
   saveLabConfig,
   type LabConfig,
@@ -258,7 +259,10 @@ describe('saveLabConfig / loadLabConfig', () => {
     await fs.mkdir(app, { recursive: true });
     for (const text of ['just a string\n', '- subnet: 10.0.0.0/24\n', '42\n']) {
       await fs.writeFile(path, text);
-      await rejectsFailure(loadLabConfig(app), `${path}: expected a mapping of settings (key: value)`);
+      await rejectsFailure(
+        loadLabConfig(app),
+        `${path}: expected a mapping of settings (key: value); fix ${path} by hand, or run 'pvmlab setup' (with --subnet/--bridge as needed) to rewrite it`,
+      );
     }
   });
 
@@ -270,7 +274,7 @@ describe('saveLabConfig / loadLabConfig', () => {
     await fs.writeFile(path, 'bridge: this-name-is-far-too-long\n');
     await rejectsFailure(
       loadLabConfig(app),
-      `${path}: bridge: bridge must be a Linux interface name (1-15 characters)`,
+      `${path}: bridge: bridge must be a Linux interface name (1-15 characters); fix ${path} by hand, or run 'pvmlab setup' (with --subnet/--bridge as needed) to rewrite it`,
     );
 
     await fs.writeFile(path, 'network: vde\n');
@@ -288,7 +292,7 @@ describe('saveLabConfig / loadLabConfig', () => {
     await fs.writeFile(path, 'host_ip: 10.0.0.254\n');
     await rejectsFailure(
       loadLabConfig(app),
-      `${path}: host_ip 10.0.0.254 is outside the subnet 192.168.100.0/24`,
+      `${path}: host_ip 10.0.0.254 is outside the subnet 192.168.100.0/24; fix ${path} by hand, or run 'pvmlab setup' (with --subnet/--bridge as needed) to rewrite it`,
     );
 
     await fs.writeFile(path, 'provisioner_ip: banana\n');
@@ -304,7 +308,10 @@ describe('saveLabConfig / loadLabConfig', () => {
     );
 
     await fs.writeFile(path, 'dhcp_range_start: 192.168.100.201\n');
-    await rejectsFailure(loadLabConfig(app), `${path}: dhcp_range_start is after dhcp_range_end`);
+    await rejectsFailure(
+      loadLabConfig(app),
+      `${path}: dhcp_range_start is after dhcp_range_end; fix ${path} by hand, or run 'pvmlab setup' (with --subnet/--bridge as needed) to rewrite it`,
+    );
 
     await fs.writeFile(path, 'subnetv6: not-an-address\n');
     await rejectsFailure(loadLabConfig(app), new RegExp(`^${reEscape(path)}: invalid subnetv6 `));
@@ -314,3 +321,52 @@ describe('saveLabConfig / loadLabConfig', () => {
 function reEscape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('lab.yaml written by the rules it is read by (issue 8, item 3)', () => {
+  it('refuses to save a bridge or subnet that loading would refuse, writing nothing', async (t) => {
+    const app = await tempApp(t);
+    for (const bad of [
+      { ...defaultLabConfig('linux'), bridge: 'a b' },
+      { ...defaultLabConfig('linux'), bridge: 'b'.repeat(16) },
+      { ...defaultLabConfig('linux'), bridge: 'br;x' },
+      { ...defaultLabConfig('linux'), network: 'vde' as LabConfig['network'] },
+    ])
+      await assert.rejects(saveLabConfig(app, bad), PvmlabError, JSON.stringify(bad));
+    await assert.rejects(fs.stat(labConfigPath(app)), { code: 'ENOENT' });
+  });
+
+  it('refuses subnets no lab can live in', () => {
+    for (const c of ['0.0.0.0/0', '224.0.0.0/24', '127.0.0.0/24', '255.255.255.0/24', ''])
+      assert.throws(() => labConfigForSubnet(c, defaultLabConfig('linux')), UsageError, c);
+    for (const c of ['fe80::/64', 'ff00::/64', '::/64', ''])
+      assert.throws(() => parseSubnet6(c, '--subnet6'), UsageError, c);
+  });
+
+  it('names the file and what to do when lab.yaml is a directory', async (t) => {
+    const app = await tempApp(t);
+    await fs.mkdir(labConfigPath(app), { recursive: true });
+    await rejectsFailure(loadLabConfig(app), /^cannot read .*lab\.yaml: it is a directory, .*pvmlab setup/);
+  });
+
+  it('repairLabConfig keeps the good settings and drops the bad ones', async (t) => {
+    const app = await tempApp(t);
+    await fs.mkdir(app, { recursive: true });
+    await fs.writeFile(labConfigPath(app), 'bridge: "a b"\nnetwork: socket_vmnet\n');
+    const r = await repairLabConfig(app);
+    assert.deepEqual(r.config, { ...defaultLabConfig('linux'), network: 'socket_vmnet' });
+    assert.equal(r.dropped.length, 1);
+    assert.match(r.dropped[0] ?? '', /^bridge "a b": /);
+    assert.equal(r.original, 'bridge: "a b"\nnetwork: socket_vmnet\n');
+
+    await fs.writeFile(
+      labConfigPath(app),
+      'subnet: 10.9.0.0/24\nprovisioner_ip: 10.9.0.1\nhost_ip: 10.9.0.254\ndhcp_range_start: 10.9.0.100\ndhcp_range_end: 10.9.0.200\nsubnetv6: fe80::/64\n',
+    );
+    const six = await repairLabConfig(app);
+    assert.equal(six.config.subnet, '10.9.0.0/24');
+    assert.equal(six.config.subnetv6, undefined);
+
+    await fs.writeFile(labConfigPath(app), '[not: a mapping');
+    assert.deepEqual((await repairLabConfig(app)).config, defaultLabConfig());
+  });
+});

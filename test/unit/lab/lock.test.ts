@@ -245,4 +245,34 @@ describe('withLock', () => {
     await Promise.all([first, second]);
     assert.deepEqual(events, ['first in', 'first out', 'second in']);
   });
+  it('takes over an empty lock once it is a few seconds old (a writer died or ran out of space)', async (t) => {
+    const dir = await tempDir(t);
+    const path = join(dir, 'state.lock');
+    await fs.writeFile(path, '');
+    const old = new Date(Date.now() - 10_000);
+    await fs.utimes(path, old, old);
+    const ran = await withLock(path, async () => fs.readFile(path, 'utf8'), { timeoutMs: 2_000 });
+    assert.equal(ran, String(process.pid));
+    assert.deepEqual(await fs.readdir(dir), []);
+  });
+
+  it('waits for a fresh empty lock (it may be being written) rather than breaking it', async (t) => {
+    const dir = await tempDir(t);
+    const path = join(dir, 'state.lock');
+    await fs.writeFile(path, '');
+    await assert.rejects(
+      withLock(path, async () => undefined, { timeoutMs: 300 }),
+      (err: unknown) => err instanceof PvmlabError && /timed out waiting for the lab lock/.test(err.message),
+    );
+    assert.equal(await fs.readFile(path, 'utf8'), '');
+  });
+
+  it('removes the temp files of lockers that were killed', async (t) => {
+    const dir = await tempDir(t);
+    const path = join(dir, 'state.lock');
+    const dead = await deadPid();
+    await fs.writeFile(`${path}.${dead}.1.tmp`, String(dead));
+    await withLock(path, async () => undefined);
+    assert.deepEqual(await fs.readdir(dir), []);
+  });
 });

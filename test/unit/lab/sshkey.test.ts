@@ -159,12 +159,34 @@ describe('ensureSshKey', () => {
     assert.equal(await fs.readFile(keyPath, 'utf8'), priv);
   });
 
-  it('returns an existing .pub as it is', async (t) => {
+  it('returns an existing .pub of the same pair as it is (its comment kept)', async (t) => {
     const dir = await tempDir(t);
     const keyPath = join(dir, 'vm_key');
-    await ensureSshKey(keyPath);
+    const { publicKey } = await ensureSshKey(keyPath);
+    const custom = publicKey.replace(/ pvmlab\n$/, ' custom\n');
+    await fs.writeFile(`${keyPath}.pub`, custom);
+    assert.deepEqual(await ensureSshKey(keyPath), { created: false, publicKey: custom });
+  });
+
+  it('rewrites a .pub of another pair from the private key (the key ssh uses)', async (t) => {
+    const dir = await tempDir(t);
+    const keyPath = join(dir, 'vm_key');
+    const { publicKey } = await ensureSshKey(keyPath);
     await fs.writeFile(`${keyPath}.pub`, 'ssh-ed25519 AAAA custom\n');
-    assert.deepEqual(await ensureSshKey(keyPath), { created: false, publicKey: 'ssh-ed25519 AAAA custom\n' });
+    assert.deepEqual(await ensureSshKey(keyPath), { created: false, publicKey });
+    assert.equal(await fs.readFile(`${keyPath}.pub`, 'utf8'), publicKey);
+  });
+
+  it('parallel calls in a new lab agree on one pair, and leave no temp file', async (t) => {
+    const dir = await tempDir(t);
+    const keyPath = join(dir, 'ssh', 'vm_key');
+    const got = await Promise.all(Array.from({ length: 16 }, () => ensureSshKey(keyPath)));
+    assert.equal(got.filter((g) => g.created).length, 1);
+    assert.equal(new Set(got.map((g) => g.publicKey.split(' ')[1])).size, 1);
+    const priv = await fs.readFile(keyPath, 'utf8');
+    assert.equal(publicKeyFromOpenSshPrivate(priv).split(' ')[1], got[0]?.publicKey.split(' ')[1]);
+    assert.equal(await fs.readFile(`${keyPath}.pub`, 'utf8'), got[0]?.publicKey);
+    assert.deepEqual((await fs.readdir(join(dir, 'ssh'))).sort(), ['vm_key', 'vm_key.pub']);
   });
 
   it('refuses a private key it cannot read when the .pub is missing', async (t) => {

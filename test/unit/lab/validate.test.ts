@@ -11,6 +11,9 @@ import {
   parsePositiveInt,
   parseSize,
   parseSubnet,
+  checkDiskSize,
+  checkHostAddress,
+  checkLabSubnet,
   randomMac,
   sameAddress,
   validateArch,
@@ -345,5 +348,63 @@ describe('parsePositiveInt', () => {
 
   it('throws PvmlabError subclasses only', () => {
     assert.throws(() => parsePositiveInt('0', '--x', 1), PvmlabError);
+  });
+});
+
+describe('checkLabSubnet (issue 8: subnets no lab can live in)', () => {
+  it('accepts private, global and unique-local space', () => {
+    for (const c of ['192.168.100.0/24', '10.0.0.0/8', '172.16.5.0/28', '100.64.0.0/24', '8.8.8.0/24'])
+      checkLabSubnet(parseSubnet(c, 'ipv4', '--subnet'), '--subnet');
+    for (const c of ['fd00:cafe:babe::/64', '2001:db8:1::/64', '2a00:1:2:3::/64'])
+      checkLabSubnet(parseSubnet(c, 'ipv6', '--subnet6'), '--subnet6');
+  });
+
+  it('refuses unspecified, multicast, loopback, broadcast, link-local and too-large subnets', () => {
+    for (const [c, re] of [
+      ['0.0.0.0/0', /too large/],
+      ['0.0.0.0/24', /unspecified/],
+      ['224.0.0.0/24', /multicast/],
+      ['127.0.0.0/24', /loopback/],
+      ['255.255.255.0/24', /reserved|broadcast/],
+      ['169.254.1.0/24', /link-local/],
+      ['223.255.255.0/24', /^$/],
+    ] as const) {
+      if (re.source === '^$') checkLabSubnet(parseSubnet(c, 'ipv4', '--subnet'), '--subnet');
+      else throwsUsage(() => checkLabSubnet(parseSubnet(c, 'ipv4', '--subnet'), '--subnet'), re);
+    }
+    for (const [c, re] of [
+      ['fe80::/64', /link-local/],
+      ['ff00::/64', /multicast/],
+      ['::/64', /unspecified/],
+    ] as const)
+      throwsUsage(() => checkLabSubnet(parseSubnet(c, 'ipv6', '--subnet6'), '--subnet6'), re);
+  });
+});
+
+describe('checkHostAddress', () => {
+  const s6 = parseSubnet('fd00::/64', 'ipv6', 's');
+  it('refuses the network address and unusable space', () => {
+    throwsUsage(
+      () => checkHostAddress('fd00::', s6, '--ipv6'),
+      /subnet-router anycast address of fd00::\/64/,
+    );
+    throwsUsage(
+      () => checkHostAddress('ff02::1', parseSubnet('ff02::/64', 'ipv6', 's'), '--ipv6'),
+      /multicast/,
+    );
+    checkHostAddress('fd00::10', s6, '--ipv6');
+  });
+});
+
+describe('parseSize / checkDiskSize (issue 8: absurd sizes)', () => {
+  it('refuses sizes that are not exact integers', () => {
+    throwsUsage(() => parseSize('99999999999999999999T'), /far too large/);
+  });
+  it('keeps disks between 1M and 64T', () => {
+    assert.equal(checkDiskSize(parseSize('1M')), 2 ** 20);
+    assert.equal(checkDiskSize(parseSize('64T')), 64 * 2 ** 40);
+    throwsUsage(() => checkDiskSize(parseSize('1')), /use 1M to 64T/);
+    throwsUsage(() => checkDiskSize(parseSize('100000T')), /far too large/);
+    throwsUsage(() => checkDiskSize(parseSize('65T')), /use 1M to 64T/);
   });
 });
