@@ -31,7 +31,7 @@ export function setupCommand(ctx: Context): Command {
         repairLabConfig,
         saveLabConfig,
       } = await import('../lab/config.js');
-      const { loadDistros } = await import('../distro/distros.js');
+      const { ensureDistrosFile, loadDistros } = await import('../distro/distros.js');
       const { ensureLabSshKey } = await import('../lab/sshkey.js');
       const { checkDependencies, packageHints } = await import('./deps.js');
       // Every flag is checked before anything is written: a refused setup leaves no trace.
@@ -58,7 +58,8 @@ export function setupCommand(ctx: Context): Command {
         log.warn(`${path} repaired (the old file is kept as ${path}.bak)`);
       }
       await saveLabConfig(ctx.app, config);
-      await loadDistros(ctx.app);
+      await ensureDistrosFile(ctx.app);
+      await loadDistros(ctx.app); // a broken distros.yaml is reported here, not at the first create
       const key = await ensureLabSshKey(ctx.app);
       const deps = checkDependencies(process.platform, ctx.env);
       const missing = deps.filter((d) => !d.found && d.required);

@@ -8,17 +8,14 @@ import { buildIso } from '../cloudinit/iso.js';
 import { targetSeedFiles } from '../cloudinit/nocloud.js';
 import { copyLocalImage, download, parseChecksumFile } from '../distro/download.js';
 import {
-  DEFAULT_DISTROS_YAML,
   DEFAULT_PXE_DISTRO,
-  distrosPath,
+  ensureDistrosFile,
   findDistro,
   findDistroEntry,
   imagePath,
   loadDistros,
-  parseDistros,
   pxeSource,
   type DistroArch,
-  type DistroEntry,
 } from '../distro/distros.js';
 import { readManifest } from '../distro/manifest.js';
 import { assignAddresses, assignMac, checkNameFree } from '../lab/allocate.js';
@@ -27,7 +24,7 @@ import { MIN_MEMORY_MIB, VM_SCHEMA_VERSION, checkVmForWrite, type VmDefinition }
 import { ensureLabSshKey } from '../lab/sshkey.js';
 import { listVms, saveVm, vmPaths, withLabLock } from '../lab/store.js';
 import { checkDiskSize, parseSubnet, type Arch } from '../lab/validate.js';
-import { namedFsError, pathExists } from '../core/fsutil.js';
+import { namedFsError } from '../core/fsutil.js';
 import { createBlankDisk, createOverlayDisk } from '../qemu/img.js';
 import { ensureLabDirs, type Context } from './context.js';
 import { downloadProgressBar } from './progress.js';
@@ -120,12 +117,6 @@ export function checkCreateRequest(req: CreateRequest): void {
   checkDiskSize(req.diskBytes);
 }
 
-/** distros.yaml without creating it: a refused create writes nothing, the defaults included. */
-async function readDistros(app: string): Promise<DistroEntry[]> {
-  if (await pathExists(distrosPath(app))) return loadDistros(app);
-  return parseDistros(DEFAULT_DISTROS_YAML, 'the built-in distros');
-}
-
 /** What the existing VMs hold: the readable ones, what unreadable files still claim, the name's files. */
 async function labState(app: string, name: string) {
   const { vms, invalid } = await listVms(app);
@@ -154,7 +145,7 @@ export async function createVm(ctx: Context, req: CreateRequest): Promise<VmDefi
     if (req.mac) assignMac([...vms, ...others], req.mac, randomBytes);
   }
   const distroName = req.distro ?? (req.pxeboot ? DEFAULT_PXE_DISTRO : DEFAULT_DISTRO);
-  const distros = await readDistros(ctx.app);
+  const distros = await loadDistros(ctx.app);
   const distro = findDistroEntry(distros, distroName);
   const entry = findDistro(distros, distroName, req.arch);
   // What the stack's iPXE script boots: a pulled distro's kernel is always `vmlinuz`; an entry
@@ -182,7 +173,7 @@ export async function createVm(ctx: Context, req: CreateRequest): Promise<VmDefi
 
   // Checked: from here on the lab is written to.
   await ensureLabDirs(ctx.app);
-  await loadDistros(ctx.app);
+  await ensureDistrosFile(ctx.app);
   if (notPulled)
     log.warn(
       `${distroName} (${req.arch}) is not pulled yet: run 'pvmlab distro pull --distro ${distroName} --arch ${req.arch}' before starting ${req.name}`,

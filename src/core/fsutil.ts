@@ -63,11 +63,12 @@ export async function removePath(path: string): Promise<void> {
   await fs.rm(path, { recursive: true, force: true });
 }
 
+/** A file's text, or undefined when it does not exist; other errors name the file. */
 export async function readTextIfExists(path: string): Promise<string | undefined> {
   try {
     return await fs.readFile(path, 'utf8');
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
-    throw err;
+    throw namedFsError(err, `cannot read ${path}`);
   }
 }

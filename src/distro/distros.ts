@@ -133,19 +133,25 @@ export async function parseDistros(text: string, source: string): Promise<Distro
   return r.output;
 }
 
-/** Read ~/.pvmlab/distros.yaml, creating it from the defaults the first time. */
+/**
+ * Read ~/.pvmlab/distros.yaml (the built-in list when there is none). Reading writes nothing:
+ * a refused command must leave the lab as it was; `setup` writes the file for users to edit.
+ */
 export async function loadDistros(app: string): Promise<DistroEntry[]> {
   const path = distrosPath(app);
-  let text = await readTextIfExists(path);
-  if (text === undefined) {
-    await fs.mkdir(app, { recursive: true });
-    await writeFileAtomic(path, DEFAULT_DISTROS_YAML);
-    text = DEFAULT_DISTROS_YAML;
-  }
+  const text = (await readTextIfExists(path)) ?? DEFAULT_DISTROS_YAML;
   const user = await parseDistros(text, path);
   // A lab made before a built-in distro existed still knows it; an entry of the same name wins.
   const builtIn = await parseDistros(DEFAULT_DISTROS_YAML, 'the built-in distros');
   return [...user, ...builtIn.filter((b) => !user.some((u) => u.name === b.name))];
+}
+
+/** Write the built-in distros.yaml if the lab has none (setup), so users find a file to edit. */
+export async function ensureDistrosFile(app: string): Promise<void> {
+  const path = distrosPath(app);
+  if ((await readTextIfExists(path)) !== undefined) return;
+  await fs.mkdir(app, { recursive: true });
+  await writeFileAtomic(path, DEFAULT_DISTROS_YAML);
 }
 
 export function findDistroEntry(distros: readonly DistroEntry[], name: string): DistroEntry {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -7,6 +7,7 @@ import { PvmlabError, UsageError } from '../../../src/core/errors.js';
 import {
   DEFAULT_DISTROS_YAML,
   distrosPath,
+  ensureDistrosFile,
   findDistro,
   imagePath,
   loadDistros,
@@ -165,13 +166,15 @@ describe('parseDistros', () => {
 });
 
 describe('loadDistros', () => {
-  it('creates distros.yaml from the defaults once, then reads the user-edited file', async (t) => {
+  it('reads the defaults without writing; ensureDistrosFile writes them once; the user-edited file wins', async (t) => {
     const app = await tempApp(t);
     const path = distrosPath(app);
     assert.equal(path, join(app, 'distros.yaml'));
 
     const first = await loadDistros(app);
     assert.deepEqual(first, await parseDistros(DEFAULT_DISTROS_YAML, 'defaults'));
+    assert.equal(existsSync(app), false, 'reading writes nothing');
+    await ensureDistrosFile(app);
     assert.equal(await fs.readFile(path, 'utf8'), DEFAULT_DISTROS_YAML);
     assert.deepEqual(await fs.readdir(app), ['distros.yaml']);
 
