@@ -84,7 +84,7 @@ export function vmCommand(ctx: Context): Command {
         cpus: parsePositiveInt(o.cpus, '--cpus', 64),
       });
       log.success(
-        `VM '${vmDef.name}' created: ${vmDef.ip} ${vmDef.mac} (${vmDef.pxeboot ? 'PXE' : vmDef.distro})`,
+        `VM '${vmDef.name}' created: ${vmDef.ip} ${vmDef.mac} (${vmDef.pxeboot ? 'PXE' : safeText(String(vmDef.distro))})`,
       );
     });
 
