@@ -2,6 +2,7 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { log } from '../core/log.js';
 import { validateArch, type Arch } from '../lab/validate.js';
 import type { Context } from './context.js';
+import { safeLines, safeText } from './safe-text.js';
 
 function formatBytes(n: number): string {
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KiB`;
@@ -28,13 +29,14 @@ export function distroCommand(ctx: Context): Command {
       const { printTable } = await import('./output.js');
       await printTable(
         ['DISTRO', 'ARCH', 'PXE SOURCE', 'STATUS', 'KERNEL', 'ROOT FS', 'SIZE', 'DISK VMS'],
+        // distros.yaml and the pulled manifests are files: their strings are escaped for the terminal.
         rows.map((r) => [
-          r.name,
-          r.arch,
+          safeText(r.name),
+          safeText(r.arch),
           r.pxe_source === 'build' ? 'built here' : r.pxe_source === 'rootfs' ? 'root tarball' : '-',
           r.pulled ? 'Pulled' : 'Not pulled',
-          r.kernel_version ?? '',
-          r.rootfs_format ?? '',
+          safeText(r.kernel_version ?? ''),
+          safeText(r.rootfs_format ?? ''),
           r.bytes ? formatBytes(r.bytes) : '',
           r.cloud_image ? (r.cloud_image_present ? 'image present' : 'yes') : '-',
         ]),
@@ -77,7 +79,8 @@ export function distroCommand(ctx: Context): Command {
           env: ctx.env,
           ...(o.format ? { format: o.format } : {}),
           force: o.force,
-          onStep: (m) => log.info(`${elapsed()}  ${m}`),
+          // Steps quote tools' output and URLs from distros.yaml.
+          onStep: (m) => log.info(`${elapsed()}  ${safeLines(m)}`),
           onDownload: (p) => bar.update(p),
           signal: abort.signal,
         });
@@ -89,10 +92,10 @@ export function distroCommand(ctx: Context): Command {
           downloaded: 'downloaded and converted',
         }[r.how];
         log.success(
-          `${entry.name} (${arch}) ${how} in ${((Date.now() - started) / 1000).toFixed(0)} s: kernel ${r.manifest.kernel_version ?? ''}, ` +
-            `root file system ${r.manifest.rootfs} (${formatBytes(r.manifest.rootfs_bytes)}) in ${r.dir}`,
+          `${safeText(entry.name)} (${arch}) ${how} in ${((Date.now() - started) / 1000).toFixed(0)} s: kernel ${safeText(r.manifest.kernel_version ?? '')}, ` +
+            `root file system ${safeText(r.manifest.rootfs)} (${formatBytes(r.manifest.rootfs_bytes)}) in ${safeText(r.dir)}`,
         );
-        log.success(`installer initrd: ${r.initrd}`);
+        log.success(`installer initrd: ${safeText(r.initrd)}`);
       } finally {
         bar.stop();
         process.off('SIGINT', onSigint);

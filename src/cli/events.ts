@@ -4,15 +4,16 @@ import type { VmDefinition } from '../core/vmdef.js';
 import { loadLabConfig } from '../lab/config.js';
 import { listVms } from '../lab/store.js';
 import type { Context } from './context.js';
+import { jsonText, safeText } from './safe-text.js';
+import {
+  StackAnswerError,
+  StackEventSchema,
+  TimelineSchema,
+  parseStackJson,
+  type StackEvent,
+} from './stack-api.js';
 
-/** A timeline event as the stack's API returns it. */
-export interface StackEvent {
-  at: string;
-  mac: string;
-  type: string;
-  source: string;
-  detail?: Record<string, string | number | boolean>;
-}
+export type { StackEvent } from './stack-api.js';
 
 /** The stack's base URL: PVMLAB_STACK_URL, else the provisioner's address (lab.yaml or its VM). */
 export async function stackUrl(ctx: Context): Promise<string> {
@@ -38,30 +39,56 @@ async function stackFetch(url: string, signal?: AbortSignal): Promise<Response> 
 
 export async function fetchTimeline(ctx: Context, vm: VmDefinition): Promise<StackEvent[]> {
   if (!vm.mac) throw new PvmlabError(`VM '${vm.name}' has no MAC address`);
-  const r = await stackFetch(`${await stackUrl(ctx)}/api/machines/${vm.mac}/timeline`);
-  return ((await r.json()) as { events: StackEvent[] }).events;
+  const url = `${await stackUrl(ctx)}/api/machines/${vm.mac}/timeline`;
+  const r = await stackFetch(url);
+  const text = await r.text().catch((err: Error) => {
+    throw new PvmlabError(`reading the answer of the stack at ${url} failed: ${err.message}; is it running?`);
+  });
+  return parseStackJson(TimelineSchema, text, url, 'a timeline').events;
 }
 
-/** `k=v k=v` */
+/**
+ * The event with every string it carries made safe for a terminal: any lab client can POST
+ * events, with escape sequences or newlines in the type or the details. For human output only.
+ */
+export function displayEvent(ev: StackEvent): StackEvent {
+  return {
+    at: safeText(ev.at),
+    mac: safeText(ev.mac),
+    type: safeText(ev.type),
+    source: safeText(ev.source),
+    ...(ev.detail
+      ? {
+          detail: Object.fromEntries(
+            Object.entries(ev.detail).map(([k, v]) => [safeText(k), typeof v === 'string' ? safeText(v) : v]),
+          ),
+        }
+      : {}),
+  };
+}
+
+/** `k=v k=v`, escaped for a terminal. */
 function details(ev: StackEvent): string {
   return Object.entries(ev.detail ?? {})
-    .map(([k, v]) => `${k}=${String(v)}`)
+    .map(([k, v]) => `${safeText(k)}=${safeText(String(v))}`)
     .join(' ');
 }
 
 /** `10:02:03.456  +12.3s  dhcp.ack        ip=10.0.0.2 ...` */
 export function formatEvent(ev: StackEvent, first: StackEvent | undefined): string {
-  const t = ev.at.slice(11, 23);
+  const t = safeText(ev.at.slice(11, 23));
   const rel = first ? `+${((Date.parse(ev.at) - Date.parse(first.at)) / 1000).toFixed(1)}s` : '';
-  return `${t}  ${rel.padStart(8)}  ${ev.type.padEnd(18)} ${details(ev)}`.trimEnd();
+  return `${t}  ${rel.padStart(8)}  ${safeText(ev.type).padEnd(18)} ${details(ev)}`.trimEnd();
 }
 
 /** Print the timeline; with `follow`, keep printing until 'ready' or Ctrl-C. */
 /** `vm events --phases`: the last install's stretches and installer phases, from the timeline. */
 export async function showPhases(ctx: Context, vm: VmDefinition, json: boolean): Promise<void> {
   const { formatPhases, provisionPhases } = await import('../stack/phases.js');
-  const p = provisionPhases(await fetchTimeline(ctx, vm));
-  if (json) return log.out(JSON.stringify(p, null, 2));
+  const events = await fetchTimeline(ctx, vm);
+  if (json) return log.out(jsonText(provisionPhases(events), 2));
+  // The phases quote event types and details: computed from escaped events for the terminal.
+  const p = provisionPhases(events.map(displayEvent));
   if (p.phases.length === 0) return log.info(`No install of ${vm.name} on its timeline yet.`);
   log.out(formatPhases(p));
 }
@@ -75,14 +102,15 @@ export async function showEvents(
   const base = await stackUrl(ctx);
   if (!o.follow) {
     const events = await fetchTimeline(ctx, vm);
-    if (o.json) return log.out(JSON.stringify(events, null, 2));
+    if (o.json) return log.out(jsonText(events, 2));
     if (events.length === 0) return log.info(`No events for ${vm.name} yet.`);
     for (const ev of events) log.out(formatEvent(ev, events[0]));
     return;
   }
   const abort = new AbortController();
   process.once('SIGINT', () => abort.abort());
-  const r = await stackFetch(`${base}/api/machines/${vm.mac}/timeline?follow=1`, abort.signal);
+  const url = `${base}/api/machines/${vm.mac}/timeline?follow=1`;
+  const r = await stackFetch(url, abort.signal);
   let first: StackEvent | undefined;
   let buf = '';
   const decoder = new TextDecoder();
@@ -94,10 +122,15 @@ export async function showEvents(
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         if (!line.trim()) continue;
-        const ev = JSON.parse(line) as StackEvent;
+        const ev = parseStackJson(StackEventSchema, line, url, 'a timeline line');
         first ??= ev;
-        log.out(o.json ? JSON.stringify(ev) : formatEvent(ev, first));
+        log.out(o.json ? jsonText(ev) : formatEvent(ev, first));
       }
+    }
+    // The last line may come without its newline when the stack closes the stream.
+    if (buf.trim()) {
+      const ev = parseStackJson(StackEventSchema, buf, url, 'a timeline line');
+      log.out(o.json ? jsonText(ev) : formatEvent(ev, first ?? ev));
     }
   } catch (err) {
     if (!abort.signal.aborted) throw err;
@@ -114,7 +147,10 @@ const BOOT_ASSET_RE = /^\/(?:images|initrds)\//;
  */
 export function installBlocker(vm: VmDefinition, ev: StackEvent): string | undefined {
   const d = ev.detail ?? {};
-  const what = ev.detail && Object.keys(ev.detail).length ? `(${ev.type}: ${details(ev)})` : `(${ev.type})`;
+  const what =
+    ev.detail && Object.keys(ev.detail).length
+      ? `(${safeText(ev.type)}: ${details(ev)})`
+      : `(${safeText(ev.type)})`;
   switch (ev.type) {
     case 'installer.failed':
       return `the installer on ${vm.name} failed ${what}`;
@@ -123,10 +159,10 @@ export function installBlocker(vm: VmDefinition, ev: StackEvent): string | undef
         d.step === 'kernel'
           ? 'load the kernel'
           : d.step === 'initrd'
-            ? `load the initrd${d.file ? ` ${String(d.file)}` : ''}`
+            ? `load the initrd${d.file ? ` ${safeText(String(d.file))}` : ''}`
             : d.step === 'boot'
               ? 'boot the kernel'
-              : `complete step ${String(d.step)}`;
+              : `complete step ${safeText(String(d.step))}`;
       return `iPXE on ${vm.name} could not ${step} ${what}`;
     }
     case 'http.error':
@@ -168,6 +204,8 @@ export async function waitForReady(
   let lastType = '';
   while (Date.now() < deadline) {
     const events = await fetchTimeline(ctx, vm).catch((err: Error) => {
+      // An answer that is not a timeline will not become one: fail now, not at the timeout.
+      if (err instanceof StackAnswerError) throw err;
       lastType = err.message;
       return [] as StackEvent[];
     });
@@ -178,7 +216,7 @@ export async function waitForReady(
       const blocker = installBlocker(vm, e);
       if (blocker) throw new PvmlabError(`${blocker}; see: pvmlab vm events ${vm.name}`);
     }
-    if (fresh.length) lastType = fresh[fresh.length - 1]?.type ?? lastType;
+    if (fresh.length) lastType = safeText(fresh[fresh.length - 1]?.type ?? lastType);
     await new Promise((r) => setTimeout(r, Math.max(0, Math.min(pollMs, deadline - Date.now()))));
   }
   throw new PvmlabError(

@@ -2,6 +2,7 @@ import { Command } from '@commander-js/extra-typings';
 import { log } from '../core/log.js';
 import type { Context } from './context.js';
 import { printJson } from './output.js';
+import { safeText } from './safe-text.js';
 
 /** Implementations load on use, so `pvmlab --help` and `vm list` stay quick. */
 async function labDriver(ctx: Context) {
@@ -22,7 +23,7 @@ export function networkCommand(ctx: Context): Command {
       const driver = await labDriver(ctx);
       await driver.start();
       const s = await driver.status();
-      log.success(`Lab network ${s.name} (${s.driver}) is up`);
+      log.success(`Lab network ${safeText(s.name)} (${safeText(s.driver)}) is up`);
     });
   net
     .command('stop')
@@ -39,10 +40,13 @@ export function networkCommand(ctx: Context): Command {
     .action(async (o) => {
       const s = await (await labDriver(ctx)).status();
       if (o.json) return printJson(s);
+      // Names and details come from lab.yaml and from `ip`: escaped for the terminal.
       const detail = Object.entries(s.detail)
-        .map(([k, v]) => `${k}=${String(v)}`)
+        .map(([k, v]) => `${safeText(k)}=${safeText(String(v))}`)
         .join(' ');
-      log.out(`${s.driver} ${s.name}: ${s.up ? 'up' : 'down'}${detail ? ` (${detail})` : ''}`);
+      log.out(
+        `${safeText(s.driver)} ${safeText(s.name)}: ${s.up ? 'up' : 'down'}${detail ? ` (${detail})` : ''}`,
+      );
     });
   return net;
 }
@@ -93,7 +97,7 @@ export function systemCommand(ctx: Context): Command {
         socketVmnetBinary: resolveSocketVmnetBinary(ctx.env),
         socketPath: socketVmnetSocketPath(ctx.env),
       });
-      for (const s of steps) (s.kind === 'done' ? log.success : log.warn)(s.message);
+      for (const s of steps) (s.kind === 'done' ? log.success : log.warn)(safeText(s.message));
     });
   return sys;
 }

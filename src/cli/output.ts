@@ -1,4 +1,5 @@
 import { log } from '../core/log.js';
+import { jsonText } from './safe-text.js';
 
 /** Print rows as a box table on a TTY-friendly layout, or as JSON with --json. */
 export async function printTable(head: string[], rows: string[][]): Promise<void> {
@@ -9,5 +10,5 @@ export async function printTable(head: string[], rows: string[][]): Promise<void
 }
 
 export function printJson(value: unknown): void {
-  log.out(JSON.stringify(value, null, 2));
+  log.out(jsonText(value, 2));
 }

@@ -1,6 +1,7 @@
 /** A byte progress bar for downloads, on stderr so stdout stays pipeable. */
 import cliProgress from 'cli-progress';
 import type { DownloadProgress } from '../distro/download.js';
+import { safeText } from './safe-text.js';
 
 export interface DownloadProgressBar {
   update(p: DownloadProgress): void;
@@ -24,8 +25,11 @@ function sizes(p: DownloadProgress): string {
     : `${formatBytes(p.received)} / ${formatBytes(p.total)}`;
 }
 
-export function downloadProgressBar(label: string): DownloadProgressBar {
+export function downloadProgressBar(rawLabel: string): DownloadProgressBar {
   const stream = process.stderr;
+  // The label names a distro from distros.yaml: escaped, and braces kept out of cli-progress's
+  // placeholder syntax.
+  const label = safeText(rawLabel).replace(/[{}]/g, '');
   let last: DownloadProgress | undefined;
 
   if (!stream.isTTY) {

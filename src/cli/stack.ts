@@ -4,6 +4,7 @@ import { PvmlabError, UsageError } from '../core/errors.js';
 import { log } from '../core/log.js';
 import { labDirs } from '../core/paths.js';
 import type { Context } from './context.js';
+import { safeLines, safeText } from './safe-text.js';
 
 /** The flags of `stack serve`; `stack start` takes the same ones and passes them on. */
 function withServeOptions<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {
@@ -23,18 +24,66 @@ function withServeOptions<A extends unknown[], O extends OptionValues>(cmd: Comm
     .option('--no-dns', 'no DNS for pvmlab.local (DHCP and TFTP only)');
 }
 
-/** Every flag of `stack serve` (and `stack start`) is checked before anything touches the network. */
-async function checkServeFlags(ctx: Context, o: { httpPort: string; ipxeDir?: string | undefined }) {
+interface ServeFlags {
+  httpPort: string;
+  address?: string | undefined;
+  interface?: string | undefined;
+  ipxeDir?: string | undefined;
+  vmsDir?: string | undefined;
+  imagesDir?: string | undefined;
+  initrdsDir?: string | undefined;
+  stateDir?: string | undefined;
+}
+
+/**
+ * Every flag of `stack serve` (and `stack start`) is checked before anything touches the network
+ * or the disk: a bad one is a usage error (exit 2) with nothing written.
+ */
+async function checkServeFlags(ctx: Context, o: ServeFlags) {
   const { loadLabConfig, resolveLabConfig } = await import('../lab/config.js');
-  const { parsePositiveInt } = await import('../lab/validate.js');
-  const lab = resolveLabConfig(await loadLabConfig(ctx.app));
+  const { parseAddress, parsePositiveInt } = await import('../lab/validate.js');
   const httpPort = parsePositiveInt(o.httpPort, '--http-port', 65535);
-  if (o.ipxeDir !== undefined) {
-    const { statSync } = await import('node:fs');
-    if (!statSync(o.ipxeDir, { throwIfNoEntry: false })?.isDirectory())
-      throw new UsageError(`--ipxe-dir ${o.ipxeDir} is not a directory`);
+  if (o.address !== undefined) checkServeAddress(parseAddress, o.address);
+  if (o.interface !== undefined) checkInterfaceName(o.interface);
+  const { statSync } = await import('node:fs');
+  if (o.ipxeDir !== undefined && !statSync(o.ipxeDir, { throwIfNoEntry: false })?.isDirectory())
+    throw new UsageError(`--ipxe-dir ${o.ipxeDir} is not a directory`);
+  // These may not exist yet (the stack creates them), but something else in their place is an error.
+  for (const [flag, dir] of [
+    ['--vms-dir', o.vmsDir],
+    ['--images-dir', o.imagesDir],
+    ['--initrds-dir', o.initrdsDir],
+    ['--state-dir', o.stateDir],
+  ] as const) {
+    if (dir === undefined) continue;
+    if (dir === '') throw new UsageError(`${flag} must not be empty`);
+    const st = statSync(dir, { throwIfNoEntry: false });
+    if (st && !st.isDirectory()) throw new UsageError(`${flag} ${dir} is not a directory`);
   }
+  const lab = resolveLabConfig(await loadLabConfig(ctx.app));
   return { lab, httpPort };
+}
+
+/** --address: the provisioner's IPv4 address, one host (the stack listens on it and hands it out). */
+function checkServeAddress(
+  parseAddress: typeof import('../lab/validate.js').parseAddress,
+  address: string,
+): void {
+  const p = parseAddress(address, 'ipv4', '--address');
+  if (p.prefix !== undefined)
+    throw new UsageError(`invalid --address '${address}': an address without a /prefix, e.g. 192.168.100.1`);
+  const first = Number(p.address.split('.')[0]);
+  if (p.address === '0.0.0.0' || p.address === '255.255.255.255' || (first >= 224 && first <= 239))
+    throw new UsageError(`invalid --address '${address}': not a host address, e.g. 192.168.100.1`);
+}
+
+/** --interface: a Linux interface name (IFNAMSIZ: at most 15 bytes; no '/', ':' or white space). */
+export function checkInterfaceName(name: string): void {
+  // eslint-disable-next-line no-control-regex
+  if (!/^[^/:\s\u0000-\u001f\u007f]{1,15}$/.test(name) || name === '.' || name === '..')
+    throw new UsageError(
+      `invalid --interface '${name}': an interface name has 1 to 15 characters, none of them '/', ':' or white space`,
+    );
 }
 
 const service = () => import('../lab/stack-service.js');
@@ -112,7 +161,8 @@ export function stackCommand(ctx: Context): Command {
         ipxeDirs: [...(o.ipxeDir !== undefined ? [o.ipxeDir] : []), ...DEFAULT_IPXE_DIRS],
         dnsmasq: o.dnsmasq,
         dns: o.dns,
-        log: (m) => log.info(m),
+        // The stack logs what clients send it (paths, event types): escaped for the terminal.
+        log: (m) => log.info(safeLines(m)),
       });
       // `stack start` waits for this line (src/lab/stack-service.ts).
       log.success(
@@ -163,7 +213,7 @@ export function stackCommand(ctx: Context): Command {
         timeoutMs,
       });
       if (r.status === 'already-running') {
-        log.info(`The stack is already running (pid ${r.pid}): ${r.url}`);
+        log.info(`The stack is already running (pid ${r.pid}): ${safeText(r.url)}`);
         if (!r.sameFlags) log.warn('it runs with other flags: `pvmlab stack stop` first to change them');
         return;
       }
@@ -214,12 +264,19 @@ export function stackCommand(ctx: Context): Command {
       }
       if (!s.running) {
         log.out(
-          `stack: stopped${s.stale_pid_file ? ` (stale pid file ${s.pid_file}${s.pid && s.pid > 0 ? `: pid ${s.pid} is not this lab's stack` : ''})` : ''}`,
+          `stack: stopped${s.stale_pid_file ? ` (stale pid file ${safeText(s.pid_file)}${s.pid && s.pid > 0 ? `: pid ${s.pid} is not this lab's stack` : ''})` : ''}`,
         );
-        log.out(`log: ${s.log}`);
+        log.out(`log: ${safeText(s.log)}`);
         return;
       }
-      const h = s.health;
+      // /healthz is the peer's answer: checked before it is printed (a wrong one is no health).
+      const { HealthSchema, checkStackValue } = await import('./stack-api.js');
+      const checked = s.health !== undefined ? checkStackValue(HealthSchema, s.health) : undefined;
+      const h = checked?.ok ? checked.value : undefined;
+      const healthError =
+        checked && !checked.ok
+          ? `${s.url ?? 'the stack'}/healthz answered with something pvmlab does not understand: ${checked.error}`
+          : (s.health_error ?? 'no answer');
       const dnsmasq =
         h?.dnsmasq === undefined
           ? ''
@@ -229,11 +286,11 @@ export function stackCommand(ctx: Context): Command {
       log.out(
         [
           `stack: running (pid ${s.pid}${s.uptime_s !== undefined ? `, up ${formatUptime(s.uptime_s)}` : ''})`,
-          `url: ${s.url}`,
+          `url: ${safeText(s.url ?? '')}`,
           h
-            ? `health: ok, ${h.machines ?? 0} machine(s)${dnsmasq}`
-            : `health: not answering (${s.health_error ?? 'no answer'})`,
-          `log: ${s.log}`,
+            ? `health: ${h.ok ? 'ok' : 'not ok'}, ${h.machines ?? 0} machine(s)${dnsmasq}`
+            : `health: not answering (${safeText(healthError)})`,
+          `log: ${safeText(s.log)}`,
         ].join('\n'),
       );
     });
@@ -249,12 +306,12 @@ export function stackCommand(ctx: Context): Command {
       if (!(await pathExists(file)))
         throw new PvmlabError(`the stack has no log yet (${file}): run \`pvmlab stack start\` first`);
       if (!o.follow) {
-        const { promises: fs } = await import('node:fs');
-        process.stdout.write(await fs.readFile(file));
-        return;
+        const { printFile } = await import('./output-file.js');
+        return printFile(file, 'the stack log');
       }
       const r = await ctx.runner('tail', ['-n', '+1', '-F', file], { stdio: 'inherit' });
-      if (r.code !== 0 && r.signal !== 'SIGINT') process.exitCode = r.code ?? 1;
+      // SIGPIPE: the reader went away (`| head`), which is how a follow ends too.
+      if (r.code !== 0 && r.signal !== 'SIGINT' && r.signal !== 'SIGPIPE') process.exitCode = r.code ?? 1;
     });
   return stack;
 }

@@ -3,6 +3,9 @@ import { labDirs, vmFiles } from '../core/paths.js';
 import { listVms } from '../lab/store.js';
 import { vmProcess, type ProcessInfo } from '../qemu/process.js';
 import type { Context } from './context.js';
+import { errorMessage } from '../core/errors.js';
+import { log } from '../core/log.js';
+import { safeText } from './safe-text.js';
 
 export interface VmStatusRow {
   name: string;
@@ -25,8 +28,16 @@ export async function vmStatusRows(
   const pidFiles = new Set(readdirIfExists(labDirs(ctx.app).pids));
   const rows = await Promise.all(
     vms.map(async (vm): Promise<VmStatusRow> => {
+      const pidFile = vmFiles(ctx.app, vm.name).pid;
+      // A pid file that cannot be read (a directory in its place) names no running QEMU; the
+      // listing goes on, and says which file is wrong.
       const p: ProcessInfo = pidFiles.has(`${vm.name}.pid`)
-        ? await vmProcess(vmFiles(ctx.app, vm.name).pid, ctx.runner)
+        ? await vmProcess(pidFile, ctx.runner).catch((err: unknown) => {
+            log.warn(
+              `cannot read ${safeText(pidFile)}: ${safeText(errorMessage(err))}; 'pvmlab vm clean ${vm.name}' removes it`,
+            );
+            return { state: 'stopped' as const };
+          })
         : { state: 'stopped' };
       return {
         name: vm.name,

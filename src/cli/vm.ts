@@ -1,10 +1,10 @@
 import { Command, Option } from '@commander-js/extra-typings';
-import { promises as fs } from 'node:fs';
-import { PvmlabError, UsageError } from '../core/errors.js';
+import { PvmlabError, UsageError, errorMessage, isErrno } from '../core/errors.js';
 import { log, paint } from '../core/log.js';
 import { vmFiles } from '../core/paths.js';
 import { pathExists } from '../core/fsutil.js';
-import { listVms, loadVm } from '../lab/store.js';
+import { loadVm as loadVmFile } from '../lab/store.js';
+import type { VmDefinition } from '../core/vmdef.js';
 import {
   normalizeMac,
   parsePositiveInt,
@@ -16,7 +16,25 @@ import {
 import { hostArch } from '../qemu/accel.js';
 import type { Context } from './context.js';
 import { printJson, printTable } from './output.js';
+import { safeText } from './safe-text.js';
 import { vmStatusRows } from './vm-status.js';
+
+/**
+ * A VM's definition, or an error that names its file and what to do: the store lets a read
+ * error through as node wrote it (`EISDIR: illegal operation on a directory, read`).
+ */
+async function loadVm(app: string, name: string): Promise<VmDefinition> {
+  try {
+    return await loadVmFile(app, name);
+  } catch (err) {
+    if (err instanceof PvmlabError) throw err;
+    const file = vmFiles(app, name).definition;
+    const why = isErrno(err, 'EISDIR') ? 'it is a directory' : errorMessage(err);
+    throw new PvmlabError(
+      `cannot read the definition of VM '${name}' (${file}): ${why}; remove the VM with 'pvmlab vm clean ${name}'`,
+    );
+  }
+}
 
 /** `--memory 2048` (MiB), or with a unit: `2G`, `512M`. */
 export function parseMemory(text: string): number {
@@ -66,7 +84,7 @@ export function vmCommand(ctx: Context): Command {
         cpus: parsePositiveInt(o.cpus, '--cpus', 64),
       });
       log.success(
-        `VM '${vmDef.name}' created: ${vmDef.ip} ${vmDef.mac} (${vmDef.pxeboot ? 'PXE' : vmDef.distro})`,
+        `VM '${vmDef.name}' created: ${vmDef.ip} ${vmDef.mac} (${vmDef.pxeboot ? 'PXE' : safeText(String(vmDef.distro))})`,
       );
     });
 
@@ -121,19 +139,20 @@ export function vmCommand(ctx: Context): Command {
     .option('--json', 'print JSON', false)
     .action(async (o) => {
       const { rows, invalid } = await vmStatusRows(ctx);
-      for (const i of invalid) log.warn(`skipping vms/${i.file}: ${i.error}`);
+      for (const i of invalid) log.warn(`skipping vms/${safeText(i.file)}: ${safeText(i.error)}`);
       if (o.json) return printJson(rows);
       if (rows.length === 0) return log.info('No VMs have been created yet.');
+      // Definitions are files anyone with access to ~/.pvmlab can write: every cell is escaped.
       await printTable(
         ['NAME', 'ARCH', 'BOOT TYPE', 'PRIVATE IP', 'PRIVATE IPV6', 'MAC', 'DISTRO', 'STATUS'],
         rows.map((r) => [
-          r.role === 'provisioner' ? paint('red', r.name) : r.name,
-          r.arch,
+          r.role === 'provisioner' ? paint('red', safeText(r.name)) : safeText(r.name),
+          safeText(r.arch),
           r.boot,
-          r.ip ?? '',
-          r.ipv6 ?? 'N/A',
-          r.mac ?? '',
-          r.role === 'provisioner' ? 'N/A (Provisioner)' : (r.distro ?? ''),
+          safeText(r.ip ?? ''),
+          safeText(r.ipv6 ?? 'N/A'),
+          safeText(r.mac ?? ''),
+          r.role === 'provisioner' ? 'N/A (Provisioner)' : safeText(r.distro ?? ''),
           r.status === 'Running' ? paint('green', 'Running') : paint('red', 'Stopped'),
         ]),
       );
@@ -185,11 +204,12 @@ export function vmCommand(ctx: Context): Command {
       if (!(await pathExists(log_)))
         throw new PvmlabError(`VM '${name}' has no console log yet (${log_}): start it first`);
       if (!o.follow) {
-        process.stdout.write(await fs.readFile(log_));
-        return;
+        const { printFile } = await import('./output-file.js');
+        return printFile(log_, `the console log of '${name}'`);
       }
       const r = await ctx.runner('tail', ['-n', '+1', '-F', log_], { stdio: 'inherit' });
-      if (r.code !== 0 && r.signal !== 'SIGINT') process.exitCode = r.code ?? 1;
+      // SIGPIPE: the reader went away (`| head`), which is how a follow ends too.
+      if (r.code !== 0 && r.signal !== 'SIGINT' && r.signal !== 'SIGPIPE') process.exitCode = r.code ?? 1;
     });
 
   vm.command('console')
@@ -215,28 +235,31 @@ export function vmCommand(ctx: Context): Command {
     .argument('[vm-name]')
     .option('--all', 'clean every VM', false)
     .action(async (name, o) => {
-      if (!o.all && !name) throw new UsageError('give a VM name, or --all');
-      const { cleanVm } = await import('./vm-run.js');
-      if (o.all) {
-        const { vms } = await listVms(ctx.app);
-        if (vms.length === 0) return log.info('No VMs to clean.');
-        let failed = 0;
-        for (const v of vms) {
-          try {
-            await cleanVm(ctx, v);
-            log.success(`VM '${v.name}' cleaned`);
-          } catch (err) {
-            failed++;
-            log.error(`cleaning '${v.name}': ${(err as Error).message}`);
-          }
-        }
-        if (failed) throw new PvmlabError(`${failed} VM(s) could not be cleaned`);
+      if (o.all && name !== undefined) throw new UsageError('give a VM name or --all, not both');
+      if (!o.all && name === undefined) throw new UsageError('give a VM name, or --all');
+      // Definitions are not read: a corrupt one, or files a killed `vm create` left, go too.
+      const { cleanVmFiles, vmOwners } = await import('./vm-clean.js');
+      const hooks = { onStep: (m: string) => log.info(m), warn: (m: string) => log.warn(m) };
+      if (name !== undefined) {
+        validateName(name);
+        const r = await cleanVmFiles(ctx, name, hooks);
+        log.success(`VM '${name}' cleaned${r.stopped ? ' (stopped first)' : ''}`);
         return;
       }
-      validateName(name as string);
-      await loadVm(ctx.app, name as string);
-      await cleanVm(ctx, name as string);
-      log.success(`VM '${name}' cleaned`);
+      const owners = vmOwners(ctx.app);
+      if (owners.length === 0) return log.info('No VMs to clean.');
+      let failed = 0;
+      for (const owner of owners) {
+        try {
+          // Gone since the listing (another clean): nothing left to do, not a failure.
+          const r = await cleanVmFiles(ctx, owner, { ...hooks, mustExist: false });
+          log.success(`VM '${owner}' cleaned${r.stopped ? ' (stopped first)' : ''}`);
+        } catch (err) {
+          failed++;
+          log.error(`cleaning '${owner}': ${errorMessage(err)}`);
+        }
+      }
+      if (failed) throw new PvmlabError(`${failed} VM(s) could not be cleaned`);
     });
 
   vm.command('copy')
