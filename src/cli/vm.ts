@@ -1,10 +1,9 @@
 import { Command, Option } from '@commander-js/extra-typings';
-import { PvmlabError, UsageError, errorMessage, isErrno } from '../core/errors.js';
+import { PvmlabError, UsageError, errorMessage } from '../core/errors.js';
 import { log, paint } from '../core/log.js';
 import { vmFiles } from '../core/paths.js';
 import { pathExists } from '../core/fsutil.js';
-import { loadVm as loadVmFile } from '../lab/store.js';
-import type { VmDefinition } from '../core/vmdef.js';
+import { loadVm } from '../lab/store.js';
 import {
   normalizeMac,
   parsePositiveInt,
@@ -18,23 +17,6 @@ import type { Context } from './context.js';
 import { printJson, printTable } from './output.js';
 import { safeText } from './safe-text.js';
 import { vmStatusRows } from './vm-status.js';
-
-/**
- * A VM's definition, or an error that names its file and what to do: the store lets a read
- * error through as node wrote it (`EISDIR: illegal operation on a directory, read`).
- */
-async function loadVm(app: string, name: string): Promise<VmDefinition> {
-  try {
-    return await loadVmFile(app, name);
-  } catch (err) {
-    if (err instanceof PvmlabError) throw err;
-    const file = vmFiles(app, name).definition;
-    const why = isErrno(err, 'EISDIR') ? 'it is a directory' : errorMessage(err);
-    throw new PvmlabError(
-      `cannot read the definition of VM '${name}' (${file}): ${why}; remove the VM with 'pvmlab vm clean ${name}'`,
-    );
-  }
-}
 
 /** `--memory 2048` (MiB), or with a unit: `2G`, `512M`. */
 export function parseMemory(text: string): number {

@@ -61,7 +61,7 @@ export async function listVms(app: string): Promise<VmList> {
   for (const { f, text } of results) {
     const claim = (t?: string) => ({ name: f.slice(0, -'.json'.length), ...(t ? guessClaim(t) : {}) });
     if (text instanceof Error) {
-      invalid.push({ file: f, error: describeReadError(text), claim: claim() });
+      invalid.push({ file: f, error: describeReadError(text, claim().name), claim: claim() });
       continue;
     }
     const r = parseVm(text);
@@ -83,9 +83,9 @@ export async function listVms(app: string): Promise<VmList> {
 }
 
 /** Why a definition file could not be read, with what to do about it. */
-function describeReadError(err: Error): string {
+function describeReadError(err: Error, name: string): string {
   if (isErrno(err, 'EISDIR'))
-    return 'is a directory, not a definition file (remove it, or run pvmlab vm clean <name>)';
+    return `it is a directory, not a definition file; remove the VM with 'pvmlab vm clean ${name}'`;
   if (isErrno(err, 'EACCES')) return 'permission denied (check the owner and mode of the file)';
   return err.message;
 }
@@ -117,7 +117,12 @@ export async function loadVm(app: string, name: string): Promise<VmDefinition> {
     text = await fs.readFile(path, 'utf8');
   } catch (err) {
     if (isErrno(err, 'ENOENT')) throw new PvmlabError(`VM '${name}' does not exist (no ${path})`);
-    throw new PvmlabError(`${path}: ${describeReadError(err as Error)}`, { cause: err });
+    throw new PvmlabError(
+      `cannot read the definition of VM '${name}' (${path}): ${describeReadError(err as Error, name)}`,
+      {
+        cause: err,
+      },
+    );
   }
   const r = parseVm(text);
   if (!r.ok) throw new PvmlabError(`${path}: ${r.error}`);
@@ -171,7 +176,7 @@ async function listDir(dir: string): Promise<string[]> {
     return await fs.readdir(dir);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return [];
-    throw new PvmlabError(`${dir}: ${describeReadError(err as Error)}`, { cause: err });
+    throw namedFsError(err, `cannot list the VM definitions in ${dir}`);
   }
 }
 

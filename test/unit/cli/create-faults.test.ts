@@ -101,7 +101,7 @@ describe('vm create and setup under bad input (issue 8)', () => {
       assert.ok(await fs.stat(path));
     }
     const list = await runCli(['vm', 'list'], { home });
-    assert.match(list.stderr, /vms\/isdir\.json: is a directory, not a definition file/);
+    assert.match(list.stderr, /vms\/isdir\.json: it is a directory, not a definition file/);
   });
 
   test('a seed left in cloud-init takes the name too, and is left alone', async (t) => {

@@ -122,7 +122,7 @@ describe('output faults: a reader that goes away, files that are not what they s
       assert.equal(events.code, 1);
       assert.match(
         events.stderr,
-        /vms\/pxe1\.json\): it is a directory; remove the VM with 'pvmlab vm clean pxe1'/,
+        /vms\/pxe1\.json\): it is a directory, not a definition file; remove the VM with 'pvmlab vm clean pxe1'/,
       );
     } finally {
       await other.cleanup();

@@ -80,7 +80,7 @@ describe('listVms', () => {
     );
     assert.match(
       invalid.find((i) => i.file === 'dir.json')?.error ?? '',
-      /^is a directory, not a definition file/,
+      /^it is a directory, not a definition file; remove the VM with 'pvmlab vm clean /,
     );
   });
 });
@@ -110,7 +110,9 @@ describe('loadVm', () => {
       loadVm(app, 'x'),
       (err: unknown) =>
         err instanceof PvmlabError &&
-        err.message.startsWith(`${path}: is a directory, not a definition file`),
+        err.message.startsWith(
+          `cannot read the definition of VM 'x' (${path}): it is a directory, not a definition file`,
+        ),
     );
   });
 });
