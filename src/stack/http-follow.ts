@@ -102,6 +102,8 @@ export class Followers {
       });
     // Newline-delimited JSON: the history, then each new event as it happens.
     res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' });
+    // Now, not with the first line: a machine without events yet would keep the client waiting.
+    res.flushHeaders();
     const f = new Follower(mac, res, this.timeline.list(mac), this.limits, (why) =>
       this.log(`http: disconnected a timeline follower of ${mac} that does not read (${why})`),
     );

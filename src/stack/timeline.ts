@@ -78,6 +78,8 @@ interface Pending {
   data: Buffer;
   /** Bytes of `data` already in the file (a short write on a full disk). */
   done: number;
+  /** A sticky event's line: never dropped while the file cannot be written. */
+  sticky: boolean;
   waiter?: { resolve: () => void; reject: (err: Error) => void };
 }
 
@@ -315,9 +317,10 @@ export class Timeline extends EventEmitter {
     const data = Buffer.from(`${JSON.stringify(ev)}\n`);
     this.push(ev, data.length);
     if (this.options.file) {
-      this.pending.push({ data, done: 0, ...(waiter ? { waiter } : {}) });
+      const sticky = this.sticky.has(ev.type);
+      this.pending.push({ data, done: 0, sticky, ...(waiter ? { waiter } : {}) });
       this.pendingBytes += data.length;
-      if (this.sticky.has(ev.type)) this.stateDirty = true;
+      if (sticky) this.stateDirty = true;
       if (this.pendingBytes > this.maxPendingBytes) this.dropPending();
       // While writes fail, the retry timer writes; someone waiting for an answer gets an attempt now.
       if (!this.flushScheduled && (!this.retryTimer || waiter)) {
@@ -332,7 +335,7 @@ export class Timeline extends EventEmitter {
   private dropPending(): void {
     const keep: Pending[] = [];
     for (const p of this.pending) {
-      if (this.pendingBytes > this.maxPendingBytes && !p.waiter && p.done === 0) {
+      if (this.pendingBytes > this.maxPendingBytes && !p.waiter && !p.sticky && p.done === 0) {
         this.pendingBytes -= p.data.length;
         this.dropped++;
       } else keep.push(p);
