@@ -245,8 +245,15 @@ export class Timeline extends EventEmitter {
     let bad = 0;
     let size = 0;
     let lastByte = 0x0a;
+    let read = false;
     try {
-      size = fstatSync(fd).size;
+      const st = fstatSync(fd);
+      // Only a regular file: a device (/dev/full, /dev/zero) would be read for ever.
+      if (!st.isFile()) {
+        const code = st.isDirectory() ? 'EISDIR: a directory' : 'not a regular file';
+        throw Object.assign(new Error(code), { code: st.isDirectory() ? 'EISDIR' : 'EINVAL' });
+      }
+      size = st.size;
       const buf = Buffer.allocUnsafe(1 << 20);
       let carry: Buffer[] = [];
       let carryLen = 0;
@@ -263,6 +270,7 @@ export class Timeline extends EventEmitter {
       for (;;) {
         const n = readSync(fd, buf, 0, buf.length, null);
         if (n === 0) break;
+        read = true;
         lastByte = buf[n - 1] as number;
         let start = 0;
         for (let nl = buf.indexOf(0x0a, 0); nl >= 0 && nl < n; nl = buf.indexOf(0x0a, start)) {
@@ -286,7 +294,7 @@ export class Timeline extends EventEmitter {
       }
     } catch (err) {
       this.log(
-        `timeline: cannot read ${file} (${(err as Error).message}); part of its history is not loaded`,
+        `timeline: cannot read ${file} (${(err as Error).message}); ${read ? 'part of ' : ''}its history is not loaded`,
       );
     } finally {
       closeSync(fd);
@@ -438,11 +446,10 @@ export class Timeline extends EventEmitter {
       delete p.waiter;
     }
     this.pending = keep;
-    // A descriptor that cannot be written to may be the wrong file now: open the path again.
-    if (this.fd !== undefined && (err as NodeJS.ErrnoException).code !== 'ENOSPC') {
-      closeSync(this.fd);
-      this.fd = undefined;
-    }
+    // Open the path again next time: it may be another file by then (a directory removed, a link
+    // changed); appends continue where the last whole byte went.
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
     this.retryTimer ??= setTimeout(() => {
       this.retryTimer = undefined;
       this.flush();
