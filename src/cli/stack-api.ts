@@ -34,9 +34,12 @@ export const HealthSchema = v.object({
       v.object({
         pid: v.nullable(v.pipe(v.number(), v.integer())),
         restarts: v.pipe(v.number(), v.integer(), v.minValue(0)),
+        serving: v.optional(v.boolean()),
+        error: v.optional(v.string()),
       }),
     ]),
   ),
+  timeline: v.optional(v.object({ ok: v.boolean(), error: v.optional(v.string()) })),
 });
 export type Health = v.InferOutput<typeof HealthSchema>;
 

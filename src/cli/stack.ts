@@ -271,6 +271,7 @@ export function stackCommand(ctx: Context): Command {
       }
       // /healthz is the peer's answer: checked before it is printed (a wrong one is no health).
       const { HealthSchema, checkStackValue } = await import('./stack-api.js');
+      const { healthProblem } = await service();
       const checked = s.health !== undefined ? checkStackValue(HealthSchema, s.health) : undefined;
       const h = checked?.ok ? checked.value : undefined;
       const healthError =
@@ -288,7 +289,7 @@ export function stackCommand(ctx: Context): Command {
           `stack: running (pid ${s.pid}${s.uptime_s !== undefined ? `, up ${formatUptime(s.uptime_s)}` : ''})`,
           `url: ${safeText(s.url ?? '')}`,
           h
-            ? `health: ${h.ok ? 'ok' : 'not ok'}, ${h.machines ?? 0} machine(s)${dnsmasq}`
+            ? `health: ${h.ok ? 'ok' : `NOT OK: ${safeText(healthProblem(h))}`}, ${h.machines ?? 0} machine(s)${dnsmasq}`
             : `health: not answering (${safeText(healthError)})`,
           `log: ${safeText(s.log)}`,
         ].join('\n'),

@@ -150,15 +150,30 @@ export async function releasePidFile(pidFile: string, pid: number): Promise<void
 export interface StackHealth {
   ok: boolean;
   machines?: number;
-  dnsmasq?: { pid: number | null; restarts: number } | 'off';
+  dnsmasq?: { pid: number | null; restarts: number; serving?: boolean; error?: string } | 'off';
+  timeline?: { ok: boolean; error?: string };
 }
 
-/** GET <url>/healthz; throws when the stack does not answer, or answers without `ok`. */
-export async function fetchHealth(url: string, timeoutMs = 2000): Promise<StackHealth> {
+/** Why a stack that answers is not healthy, from its /healthz body. */
+export function healthProblem(h: StackHealth): string {
+  const why: string[] = [];
+  if (h.dnsmasq && h.dnsmasq !== 'off' && h.dnsmasq.serving === false)
+    why.push(`dnsmasq is not serving${h.dnsmasq.error ? ` (${h.dnsmasq.error})` : ''}`);
+  if (h.timeline && !h.timeline.ok)
+    why.push(`the timeline cannot be written${h.timeline.error ? ` (${h.timeline.error})` : ''}`);
+  return why.join('; ') || 'it says it is not ok';
+}
+
+/**
+ * GET <url>/healthz: the body, also when it says not ok (503); throws when the stack does not
+ * answer or answers something else. `requireOk` throws with the reason when it is not ok.
+ */
+export async function fetchHealth(url: string, timeoutMs = 2000, requireOk = true): Promise<StackHealth> {
   const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(timeoutMs) });
-  if (!r.ok) throw new Error(`${url}/healthz answered ${r.status}`);
-  const body = (await r.json()) as StackHealth;
-  if (body?.ok !== true) throw new Error(`${url}/healthz did not answer ok`);
+  if (!r.ok && r.status !== 503) throw new Error(`${url}/healthz answered ${r.status}`);
+  const body = (await r.json().catch(() => undefined)) as StackHealth | undefined;
+  if (typeof body?.ok !== 'boolean') throw new Error(`${url}/healthz did not answer a health report`);
+  if (requireOk && !body.ok) throw new Error(`${url}/healthz: ${healthProblem(body)}`);
   return body;
 }
 
@@ -525,7 +540,7 @@ export async function stackServiceStatus(
   let health: StackHealth | undefined;
   let healthError: string | undefined;
   try {
-    health = await fetchHealth(url);
+    health = await fetchHealth(url, 2000, false);
   } catch (err) {
     const e = err as Error & { cause?: Error };
     healthError = e.cause?.message ?? e.message;
@@ -540,7 +555,7 @@ export async function stackServiceStatus(
           uptime_s: Math.max(0, Math.round((now.getTime() - p.startedAt.getTime()) / 1000)),
         }
       : {}),
-    healthy: health !== undefined,
+    healthy: health?.ok === true,
     ...(health ? { health } : {}),
     ...(healthError !== undefined ? { health_error: healthError } : {}),
     ...base,

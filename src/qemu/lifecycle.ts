@@ -4,7 +4,7 @@ import { PvmlabError, isErrno } from '../core/errors.js';
 import { run, runChecked, type Runner } from '../core/exec.js';
 import type { VmFiles } from '../core/paths.js';
 import { buildQemuArgv, type QemuSpec } from './argv.js';
-import { isVmArgv, processArgv, vmProcess } from './process.js';
+import { isVmArgv, pidAlive, processArgv, vmProcess } from './process.js';
 import { QmpClient } from './qmp.js';
 
 /** Unix socket paths are limited (104 bytes on macOS, 108 on Linux). */
@@ -68,13 +68,23 @@ async function stillOurs(pid: number, pidFile: string): Promise<boolean> {
   return argv !== undefined && isVmArgv(argv, pidFile);
 }
 
+/**
+ * Gone: the pid is free, or names another program. An exiting QEMU loses its command line before
+ * its threads have closed its sockets and TAP: while the pid is held it is not reused, so wait.
+ */
+async function gone(pid: number, pidFile: string): Promise<boolean> {
+  if (!pidAlive(pid)) return true;
+  const argv = await processArgv(pid);
+  return argv !== undefined && argv.length > 0 && !isVmArgv(argv, pidFile);
+}
+
 async function waitGone(pid: number, pidFile: string, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    if (!(await stillOurs(pid, pidFile))) return true;
-    await new Promise((r) => setTimeout(r, 100));
+    if (await gone(pid, pidFile)) return true;
+    await new Promise((r) => setTimeout(r, 50));
   }
-  return !(await stillOurs(pid, pidFile));
+  return gone(pid, pidFile);
 }
 
 /** Signal the VM's QEMU, never whatever process has its pid by now. */

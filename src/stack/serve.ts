@@ -107,7 +107,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
   await writeFileAtomic(join(tftpRoot, IPXE_SCRIPT), bootScript());
 
   const registry = new MachineRegistry({ dir: o.vmsDir, pollMs: o.pollMs ?? 2000, log });
-  const timeline = new Timeline({ file: join(o.stateDir, 'timeline.jsonl') });
+  const timeline = new Timeline({ file: join(o.stateDir, 'timeline.jsonl'), log });
   const macForIp = (ip: string) => {
     const vm = registry.byIp(ip);
     return vm?.mac ? normalizeMacKey(vm.mac) : undefined;

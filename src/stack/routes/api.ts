@@ -76,7 +76,15 @@ export function apiRoutes(x: BootContext): Route[] {
   }
 
   function health({ res }: RouteContext): void {
-    sendJson(res, 200, { ok: true, machines: x.machines.all().length, ...x.health() });
+    const t = x.timeline.status();
+    const body = {
+      ok: t.ok,
+      machines: x.machines.all().length,
+      timeline: { ok: t.ok, ...(t.error ? { error: t.error } : {}) },
+      ...x.health(),
+    };
+    // 503 while something the lab depends on is down: a load balancer or `curl -f` sees it too.
+    sendJson(res, body.ok ? 200 : 503, body);
   }
 
   function machines({ res }: RouteContext): void {

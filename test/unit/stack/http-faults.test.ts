@@ -465,7 +465,13 @@ test('POSTed events and phone-home answer 201 once the event is in the file, 503
   assert.equal(r1.headers['retry-after'], '5');
   const r2 = await req(bad, phoneHome, { method: 'POST', body: 'hostname=pxe1' });
   assert.equal(r2.status, 503, r2.text);
-  assert.equal((await req(bad, '/healthz')).status, 200);
+  // Health says so (503, with the reason) while the timeline cannot be written; the rest serves.
+  const h = await req(bad, '/healthz');
+  assert.equal(h.status, 503);
+  const hb = JSON.parse(h.text) as { ok: boolean; timeline: { ok: boolean; error?: string } };
+  assert.equal(hb.ok, false);
+  assert.equal(hb.timeline.ok, false);
+  assert.match(hb.timeline.error ?? '', /timeline\.jsonl/);
   assert.equal((await req(bad, `/ipxe?mac=${PXE1_MAC}`)).status, 200);
   await sleep(200); // a few retries: logged once
   assert.equal(bad.logs.filter((l) => l.includes('cannot write')).length, 1, bad.logs.join('\n'));

@@ -262,7 +262,7 @@ test('/healthz', async (t) => {
   const res = await req(lab, '/healthz');
   assert.equal(res.status, 200);
   assert.equal(res.headers['cache-control'], 'no-store');
-  assert.deepEqual(json(res), { ok: true, machines: 4, dnsmasq: 'off' });
+  assert.deepEqual(json(res), { ok: true, machines: 4, timeline: { ok: true }, dnsmasq: 'off' });
   const head = await req(lab, '/healthz', { method: 'HEAD' });
   assert.equal(head.status, 200);
   assert.equal(head.body.length, 0);

@@ -105,7 +105,7 @@ test('startStack stops the dnsmasq a killed stack left running its config (with 
     logs.join('\n'),
   );
   const health = (await (await fetch(`${stack.url}/healthz`)).json()) as Record<string, unknown>;
-  assert.deepEqual(health, { ok: true, machines: 0, dnsmasq: 'off' });
+  assert.deepEqual(health, { ok: true, machines: 0, timeline: { ok: true }, dnsmasq: 'off' });
   assert.match(readFileSync(join(options.stateDir, 'dnsmasq.leases'), 'utf8'), /127\.0\.0\.168/);
 });
 
