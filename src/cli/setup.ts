@@ -154,14 +154,14 @@ export function cleanCommand(ctx: Context): Command {
         if (r.killedDnsmasq !== undefined)
           log.warn(`killed an orphaned dnsmasq (pid ${r.killedDnsmasq}) left by a stack that died`);
       }
-      const { listVms } = await import('../lab/store.js');
+      const { vmOwners } = await import('../lab/vm-files.js');
       const { cleanVm } = await import('./vm-run.js');
       const { loadLabConfig } = await import('../lab/config.js');
       const { networkDriver } = await import('./network-driver.js');
-      const { vms } = await listVms(ctx.app);
-      for (const vm of vms) {
-        log.info(`Cleaning VM ${vm.name}`);
-        await cleanVm(ctx, vm);
+      // Every VM with a file, its definition readable or not: a running one is stopped first.
+      for (const name of vmOwners(ctx.app)) {
+        log.info(`Cleaning VM ${name}`);
+        await cleanVm(ctx, name, false);
       }
       const config = await loadLabConfig(ctx.app).catch(() => undefined);
       if (config && config.network === 'bridge' && process.platform === 'linux') {

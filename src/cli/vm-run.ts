@@ -1,11 +1,12 @@
 import { promises as fs } from 'node:fs';
-import { PvmlabError, UsageError } from '../core/errors.js';
+import { PvmlabError, UsageError, errorMessage } from '../core/errors.js';
 import { log } from '../core/log.js';
-import { vmFiles, type VmFiles } from '../core/paths.js';
+import { labDirs, vmFiles, type VmFiles } from '../core/paths.js';
 import { pathExists, removePath } from '../core/fsutil.js';
 import { loadLabConfig } from '../lab/config.js';
 import type { VmDefinition } from '../core/vmdef.js';
-import { loadVm, deleteVmDefinition, withLabLock } from '../lab/store.js';
+import { loadVm, withLabLock } from '../lab/store.js';
+import { vmOwnedFiles } from '../lab/vm-files.js';
 import { accelHost, describeChoice, hostArch, resolveAccel } from '../qemu/accel.js';
 import { fallbackWarning, startWithAccel } from '../qemu/accel-start.js';
 import type { BootTarget } from '../qemu/argv.js';
@@ -223,36 +224,47 @@ async function stopLocked(ctx: Context, name: string, graceMs?: number): Promise
   return outcome;
 }
 
-/** Stop a VM if needed and remove every file it owns. */
-export async function cleanVm(ctx: Context, vm: VmDefinition | string): Promise<void> {
-  const name = typeof vm === 'string' ? vm : vm.name;
+export interface CleanResult {
+  /** How the VM was stopped, when it was running. */
+  stopped?: StopOutcome;
+  removed: string[];
+}
+
+/**
+ * Stop a VM if it runs and remove every file it owns, whatever state they are in: no definition
+ * is read, so a corrupt one, or the files a killed `vm create` left, go too (lab/vm-files.ts
+ * decides ownership by name). Throws when the VM has no file at all, unless `mustExist` is false.
+ */
+export async function cleanVm(ctx: Context, name: string, mustExist = true): Promise<CleanResult> {
   const files = vmFiles(ctx.app, name);
+  if (mustExist && vmOwnedFiles(ctx.app, name).length === 0)
+    throw new PvmlabError(`VM '${name}' does not exist (no files for it in ${labDirs(ctx.app).vms})`);
   // Held to the end: a start that slips in between the stop and the removal would lose its files.
-  await withVmLock(
+  return withVmLock(
     ctx.app,
     name,
     'clean',
     async () => {
-      if ((await vmProcess(files.pid)).state === 'running') await stopLocked(ctx, name, 10_000);
+      const result: CleanResult = { removed: [] };
+      // A pid file that cannot be read (a directory in its place) names no process: not running.
+      const running = await vmProcess(files.pid, ctx.runner).catch(() => ({ state: 'stopped' as const }));
+      if (running.state === 'running') result.stopped = await stopLocked(ctx, name, 10_000);
       else
         await networkDriver(ctx, await loadLabConfig(ctx.app))
           .detach({ name })
           .catch(() => undefined);
       await withLabLock(ctx.app, async () => {
-        for (const p of [
-          files.disk,
-          files.varsFd,
-          files.noreboot,
-          files.seedIso,
-          files.seedDir,
-          files.log,
-          files.pid,
-          files.qmp,
-          files.console,
-        ])
-          await removePath(p);
-        await deleteVmDefinition(ctx.app, name);
+        // Listed again under the lock: what a create finished meanwhile goes too, nothing half.
+        for (const p of vmOwnedFiles(ctx.app, name)) {
+          try {
+            await removePath(p);
+          } catch (err) {
+            throw new PvmlabError(`cannot remove ${p}: ${errorMessage(err)}`);
+          }
+          result.removed.push(p);
+        }
       });
+      return result;
     },
     { onWait: waitingFor(name) },
   );

@@ -4,6 +4,7 @@ import { log, paint } from '../core/log.js';
 import { vmFiles } from '../core/paths.js';
 import { pathExists } from '../core/fsutil.js';
 import { loadVm } from '../lab/store.js';
+import { MIN_MEMORY_MIB } from '../core/vmdef.js';
 import {
   normalizeMac,
   parsePositiveInt,
@@ -20,11 +21,14 @@ import { vmStatusRows } from './vm-status.js';
 
 /** `--memory 2048` (MiB), or with a unit: `2G`, `512M`. */
 export function parseMemory(text: string): number {
-  if (/^\d+$/.test(text)) return parsePositiveInt(text, '--memory', 1024 * 1024);
-  const bytes = parseSize(text, '--memory');
-  if (bytes % 2 ** 20 !== 0 || bytes < 2 ** 26)
-    throw new UsageError(`invalid --memory '${text}': use whole MiB, at least 64M`);
-  return bytes / 2 ** 20;
+  // One rule for create and start: the definition schema's minimum.
+  const mib = /^\d+$/.test(text)
+    ? parsePositiveInt(text, '--memory', 1024 * 1024)
+    : parseSize(text, '--memory') / 2 ** 20;
+  if (!Number.isInteger(mib)) throw new UsageError(`invalid --memory '${text}': use whole MiB`);
+  if (mib < MIN_MEMORY_MIB)
+    throw new UsageError(`invalid --memory ${text}: at least ${MIN_MEMORY_MIB} MiB`);
+  return mib;
 }
 
 export function vmCommand(ctx: Context): Command {
@@ -220,21 +224,21 @@ export function vmCommand(ctx: Context): Command {
       if (o.all && name !== undefined) throw new UsageError('give a VM name or --all, not both');
       if (!o.all && name === undefined) throw new UsageError('give a VM name, or --all');
       // Definitions are not read: a corrupt one, or files a killed `vm create` left, go too.
-      const { cleanVmFiles, vmOwners } = await import('./vm-clean.js');
-      const hooks = { onStep: (m: string) => log.info(m), warn: (m: string) => log.warn(m) };
+      const { cleanVm } = await import('./vm-run.js');
       if (name !== undefined) {
         validateName(name);
-        const r = await cleanVmFiles(ctx, name, hooks);
+        const r = await cleanVm(ctx, name);
         log.success(`VM '${name}' cleaned${r.stopped ? ' (stopped first)' : ''}`);
         return;
       }
+      const { vmOwners } = await import('../lab/vm-files.js');
       const owners = vmOwners(ctx.app);
       if (owners.length === 0) return log.info('No VMs to clean.');
       let failed = 0;
       for (const owner of owners) {
         try {
           // Gone since the listing (another clean): nothing left to do, not a failure.
-          const r = await cleanVmFiles(ctx, owner, { ...hooks, mustExist: false });
+          const r = await cleanVm(ctx, owner, false);
           log.success(`VM '${owner}' cleaned${r.stopped ? ' (stopped first)' : ''}`);
         } catch (err) {
           failed++;

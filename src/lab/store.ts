@@ -6,6 +6,7 @@ import { namedFsError, writeFileAtomic } from '../core/fsutil.js';
 import { log } from '../core/log.js';
 import { labDirs, vmFiles } from '../core/paths.js';
 import { withLock } from './lock.js';
+import { vmClaimingFiles } from './vm-files.js';
 import { checkVmForWrite, parseVm, type VmDefinition } from '../core/vmdef.js';
 
 export interface InvalidDefinition {
@@ -143,41 +144,12 @@ function warnNormalized(path: string, normalized: readonly string[]): void {
   log.warn(`${path}: ${normalized.join('; ')} (the file is left as written)`);
 }
 
-export async function vmExists(app: string, name: string): Promise<boolean> {
-  return (await vmPaths(app, name)).length > 0;
-}
-
 /**
- * Every file of VM `name` that exists, whatever state it is in: its definition (readable or
- * not), disk, firmware vars, seed, pid and sockets, and the temp files of a write that was
- * interrupted (`.<name>.json.<pid>.<n>.tmp`; a name has no dots, so `.<name>.` is its own).
- * A name with any of these is taken; `vm clean` removes exactly these (and the log).
+ * Every file of VM `name` that takes its name, whatever state it is in: its definition (readable
+ * or not), disk, firmware vars, seed, pid and sockets, and the temp files of an interrupted write.
  */
 export async function vmPaths(app: string, name: string): Promise<string[]> {
-  const d = labDirs(app);
-  const f = vmFiles(app, name);
-  const own = (dir: string, exact: readonly string[]) =>
-    listDir(dir).then((entries) =>
-      entries
-        .filter((e) => exact.includes(join(dir, e)) || e.startsWith(`.${name}.`))
-        .map((e) => join(dir, e)),
-    );
-  const found = await Promise.all([
-    own(d.vms, [f.definition, f.disk, f.varsFd, f.noreboot]),
-    own(d.cloudInit, [f.seedIso, f.seedDir]),
-    own(d.pids, [f.pid]),
-    own(d.monitors, [f.qmp, f.console]),
-  ]);
-  return found.flat().sort();
-}
-
-async function listDir(dir: string): Promise<string[]> {
-  try {
-    return await fs.readdir(dir);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return [];
-    throw namedFsError(err, `cannot list the VM definitions in ${dir}`);
-  }
+  return vmClaimingFiles(app, name);
 }
 
 /** Write a definition, refused (before anything is written) if it would not be read back. */
@@ -187,10 +159,6 @@ export async function saveVm(app: string, vm: VmDefinition): Promise<void> {
   if (!r.ok) throw new PvmlabError(`refusing to write ${path}: ${r.error}`);
   await fs.mkdir(labDirs(app).vms, { recursive: true });
   await writeFileAtomic(path, r.value);
-}
-
-export async function deleteVmDefinition(app: string, name: string): Promise<void> {
-  await fs.rm(vmFiles(app, name).definition, { force: true });
 }
 
 /** Serialise commands that read-then-write lab state (create, clean). */

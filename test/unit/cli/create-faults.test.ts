@@ -34,6 +34,12 @@ describe('vm create and setup under bad input (issue 8)', () => {
         await assert.rejects(fs.stat(app), { code: 'ENOENT' }, `${args.join(' ')} wrote ${app}`);
       }
     }
+    // vm start --memory takes the same rule as the definition (the VM need not exist to refuse it).
+    for (const m of ['63', '1', '63M', '64.5M']) {
+      const r = await runCli(['vm', 'start', 'x', '--memory', m], { home });
+      assert.equal(r.code, 2, `vm start --memory ${m} -> ${r.code}: ${r.stderr}`);
+      assert.match(r.stderr, /invalid --memory/);
+    }
     for (const [flag, value] of [
       ['--subnet', '0.0.0.0/0'],
       ['--subnet', '224.0.0.0/24'],

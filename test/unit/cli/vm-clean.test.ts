@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { filesByOwner } from '../../../src/cli/vm-clean.js';
+import { filesByOwner } from '../../../src/lab/vm-files.js';
 import { runCli, tempHome } from '../../helpers/cli.js';
 
 const DIRS = ['vms', 'logs', 'pids', 'monitors', 'configs/cloud-init'];
