@@ -12,6 +12,7 @@ import {
 } from '../core/exec.js';
 import { namedFsError, writeFileAtomic } from '../core/fsutil.js';
 import { labDirs } from '../core/paths.js';
+import { replaceStaleDnsmasq } from '../stack/dnsmasq.js';
 import { withLock } from './lock.js';
 
 /**
@@ -251,52 +252,17 @@ export function stateDirOf(app: string, argv: readonly string[] | undefined): st
   return (argv && serveArgOf(argv, '--state-dir')) ?? join(resolve(app), 'stack');
 }
 
-async function parentPid(pid: number, runner: Runner): Promise<number | undefined> {
-  if (process.platform === 'linux') {
-    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-    // After the parenthesised command name: state, then the parent's pid.
-    const ppid = stat ? Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) : NaN;
-    return Number.isInteger(ppid) ? ppid : undefined;
-  }
-  const r = await runner('ps', ['-p', String(pid), '-o', 'ppid=']).catch(() => undefined);
-  const ppid = r && r.code === 0 ? Number(r.stdout.trim()) : NaN;
-  return Number.isInteger(ppid) ? ppid : undefined;
-}
-
 /**
- * A dnsmasq left running by a stack that died without stopping it (SIGKILL, out of memory),
- * which would keep DHCP, DNS and TFTP from the next stack: named by its own pid file in the
- * state directory, running that directory's config, and no `stack serve` is its parent (a
- * stack in the foreground keeps its own).
+ * Stop a dnsmasq a stack that died (SIGKILL, out of memory) left running in this state directory:
+ * it would keep DHCP, DNS and TFTP from the next stack. The stack's own check (identity by
+ * command line, never a live stack's child); the pid stopped, if there was one.
  */
-export async function orphanedDnsmasq(stateDir: string, runner: Runner = run): Promise<number | undefined> {
-  const pid = await readPid(join(stateDir, 'dnsmasq.pid')).catch(() => undefined);
-  if (pid === undefined || pid < 0 || !processAlive(pid)) return undefined;
-  const argv = await processCommandLine(pid, runner);
-  if (!argv || !/(^|\/)dnsmasq$/.test(argv[0] ?? '')) return undefined;
-  if (!argv.includes(`--conf-file=${join(stateDir, 'dnsmasq.conf')}`)) return undefined;
-  const ppid = await parentPid(pid, runner);
-  if (ppid !== undefined && ppid > 1) {
-    const parent = await processCommandLine(ppid, runner);
-    const i = parent?.indexOf('stack') ?? -1;
-    if (i >= 1 && parent?.[i + 1] === 'serve') return undefined;
-  }
-  return pid;
-}
-
-/** Kill an orphaned dnsmasq of this state directory; its pid, if there was one. */
-export async function killOrphanedDnsmasq(
-  stateDir: string,
-  runner: Runner = run,
-): Promise<number | undefined> {
-  const pid = await orphanedDnsmasq(stateDir, runner);
-  if (pid === undefined) return undefined;
-  signal(pid, 'SIGTERM');
-  if (!(await waitGone(pid, 3000))) {
-    signal(pid, 'SIGKILL');
-    await waitGone(pid, 2000);
-  }
-  return pid;
+async function killOrphanedDnsmasq(stateDir: string): Promise<number | undefined> {
+  const stopped = await replaceStaleDnsmasq({
+    pidFile: join(stateDir, 'dnsmasq.pid'),
+    confPath: join(stateDir, 'dnsmasq.conf'),
+  });
+  return stopped[0];
 }
 
 /** `stack start` could not bring the stack up; the message ends with the log's last lines. */
@@ -374,7 +340,7 @@ export async function startStackService(o: StartOptions): Promise<StartResult> {
       const stateDir = o.flags.stateDir
         ? resolve(o.cwd ?? process.cwd(), o.flags.stateDir)
         : stateDirOf(o.app, undefined);
-      const killedDnsmasq = await killOrphanedDnsmasq(stateDir, runner);
+      const killedDnsmasq = await killOrphanedDnsmasq(stateDir);
       await fs.mkdir(dirname(files.pid), { recursive: true });
       await fs.mkdir(dirname(files.log), { recursive: true });
       const [program, ...pre] = o.command;
@@ -483,7 +449,7 @@ export async function stopStackService(
       const p = await stackProcess(app, runner);
       if (p.state !== 'running' || p.pid === undefined) {
         if (p.stalePidFile) await fs.rm(files.pid, { force: true });
-        const killedDnsmasq = await killOrphanedDnsmasq(stateDirOf(app, undefined), runner);
+        const killedDnsmasq = await killOrphanedDnsmasq(stateDirOf(app, undefined));
         return {
           status: 'not-running',
           ...(p.stalePidFile && p.pid !== undefined ? { stalePid: p.pid } : {}),
@@ -491,7 +457,7 @@ export async function stopStackService(
         };
       }
       const { forced } = await terminateStack(p.pid, o.timeoutMs);
-      const killedDnsmasq = await killOrphanedDnsmasq(stateDirOf(app, p.argv), runner);
+      const killedDnsmasq = await killOrphanedDnsmasq(stateDirOf(app, p.argv));
       await releasePidFile(files.pid, p.pid);
       await fs
         .appendFile(
