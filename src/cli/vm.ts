@@ -26,8 +26,7 @@ export function parseMemory(text: string): number {
     ? parsePositiveInt(text, '--memory', 1024 * 1024)
     : parseSize(text, '--memory') / 2 ** 20;
   if (!Number.isInteger(mib)) throw new UsageError(`invalid --memory '${text}': use whole MiB`);
-  if (mib < MIN_MEMORY_MIB)
-    throw new UsageError(`invalid --memory ${text}: at least ${MIN_MEMORY_MIB} MiB`);
+  if (mib < MIN_MEMORY_MIB) throw new UsageError(`invalid --memory ${text}: at least ${MIN_MEMORY_MIB} MiB`);
   return mib;
 }
 
