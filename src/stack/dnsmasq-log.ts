@@ -25,6 +25,8 @@ const TFTP_ERR_RE =
  * its xid, so the parser keeps the xid's MAC and attributes; TFTP lines carry only an IP,
  * mapped to the MAC that was last given that address (or by `macForIp`, the reservations).
  */
+const MAX_ADDRESSES = 4096;
+
 export class DnsmasqLogParser {
   private readonly xid = new Map<string, { mac?: string; attrs: Record<string, string> }>();
   private readonly ipToMac = new Map<string, string>();
@@ -43,7 +45,7 @@ export class DnsmasqLogParser {
       const tx = this.tx(xid as string);
       const mac = tx.mac ?? macFromDuid(duid as string);
       if (!mac) return [];
-      if (ip && (kind === 'ADVERTISE' || kind === 'REPLY')) this.ipToMac.set(ip, mac);
+      if (ip && (kind === 'ADVERTISE' || kind === 'REPLY')) this.remember(ip, mac);
       const detail: Record<string, string> = { iface: iface as string, duid: duid as string };
       if (ip) detail.ip = ip;
       if (name) detail.hostname = name;
@@ -55,7 +57,7 @@ export class DnsmasqLogParser {
       const mac = (macRaw as string).toLowerCase();
       const tx = this.tx(xid as string);
       tx.mac = mac;
-      if (ip && (kind === 'DHCPOFFER' || kind === 'DHCPACK')) this.ipToMac.set(ip, mac);
+      if (ip && (kind === 'DHCPOFFER' || kind === 'DHCPACK')) this.remember(ip, mac);
       const detail: Record<string, string> = { iface: iface as string, ...tx.attrs };
       if (ip) detail.ip = ip;
       if (name) detail.hostname = name;
@@ -92,6 +94,16 @@ export class DnsmasqLogParser {
   /** The MAC last offered or acknowledged this address. */
   macFor(ip: string): string | undefined {
     return this.ipToMac.get(ip);
+  }
+
+  /**
+   * Address -> MAC, newest last and bounded: a client can walk the DHCPv6 pool (65,536 addresses)
+   * and more; the oldest mappings go first (reservations still come from `macForIp`).
+   */
+  private remember(ip: string, mac: string): void {
+    this.ipToMac.delete(ip);
+    this.ipToMac.set(ip, mac);
+    if (this.ipToMac.size > MAX_ADDRESSES) this.ipToMac.delete(this.ipToMac.keys().next().value as string);
   }
 
   private tx(id: string) {

@@ -251,3 +251,21 @@ test('a boot file sent as option 67 (UEFI firmware asks for it) is the same boot
     ],
   );
 });
+
+test('the address-to-MAC map is bounded: a client walking the pool cannot grow it without end', () => {
+  const p = new DnsmasqLogParser();
+  for (let i = 0; i < 10_000; i++) {
+    const ip = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+    p.feed(`dnsmasq-dhcp[1]: ${i} DHCPACK(br0) ${ip} 52:54:00:00:00:01 `);
+  }
+  assert.equal(p.macFor('10.0.0.0'), undefined, 'the oldest went');
+  assert.equal(p.macFor('10.0.39.15'), '52:54:00:00:00:01', 'the newest is kept');
+  // A mapping seen again is renewed, not evicted as old.
+  const q = new DnsmasqLogParser();
+  q.feed('dnsmasq-dhcp[1]: 1 DHCPACK(br0) 10.1.0.1 52:54:00:00:00:02 ');
+  for (let i = 0; i < 5000; i++) {
+    q.feed(`dnsmasq-dhcp[1]: ${i} DHCPACK(br0) 10.2.${(i >> 8) & 255}.${i & 255} 52:54:00:00:00:03 `);
+    if (i % 1000 === 0) q.feed('dnsmasq-dhcp[1]: 1 DHCPACK(br0) 10.1.0.1 52:54:00:00:00:02 ');
+  }
+  assert.equal(q.macFor('10.1.0.1'), '52:54:00:00:00:02');
+});
