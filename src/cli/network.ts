@@ -1,4 +1,5 @@
 import { Command } from '@commander-js/extra-typings';
+import { PvmlabError } from '../core/errors.js';
 import { log } from '../core/log.js';
 import type { Context } from './context.js';
 import { printJson } from './output.js';
@@ -28,7 +29,15 @@ export function networkCommand(ctx: Context): Command {
   net
     .command('stop')
     .description('Remove the lab network')
-    .action(async () => {
+    .option('--force', 'remove it even while VMs run on it (they lose their network)', false)
+    .action(async (o) => {
+      // Removing the bridge under running VMs cuts them off: refused unless asked for.
+      const { runningVms } = await import('../lab/vm-files.js');
+      const running = o.force ? [] : await runningVms(ctx.app);
+      if (running.length)
+        throw new PvmlabError(
+          `VM(s) ${running.join(', ')} still run on the lab network: stop them first (pvmlab vm stop <name>), or use --force`,
+        );
       const driver = await labDriver(ctx);
       await driver.stop();
       log.success('Lab network stopped');
