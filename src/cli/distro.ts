@@ -2,7 +2,7 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { log } from '../core/log.js';
 import { validateArch, type Arch } from '../lab/validate.js';
 import type { Context } from './context.js';
-import { safeLines, safeText } from './safe-text.js';
+import { safeLines, safeText } from '../core/safe-text.js';
 
 function formatBytes(n: number): string {
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KiB`;

@@ -4,7 +4,7 @@ import type { VmDefinition } from '../core/vmdef.js';
 import { loadLabConfig } from '../lab/config.js';
 import { listVms } from '../lab/store.js';
 import type { Context } from './context.js';
-import { jsonText, safeText } from './safe-text.js';
+import { jsonText, safeText } from '../core/safe-text.js';
 import {
   StackAnswerError,
   StackEventSchema,

@@ -7,7 +7,7 @@ import { bashCompletion, commandTree, fishCompletion, zshCompletion } from './co
 import { defaultContext, type Context } from './context.js';
 import { distroCommand } from './distro.js';
 import { networkCommand, socketVmnetCommand, systemCommand } from './network.js';
-import { safeLines, safeText } from './safe-text.js';
+import { safeLines, safeText } from '../core/safe-text.js';
 import { cleanCommand, setupCommand } from './setup.js';
 import { stackCommand } from './stack.js';
 import { vmCommand } from './vm.js';

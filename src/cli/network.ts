@@ -3,7 +3,7 @@ import { PvmlabError } from '../core/errors.js';
 import { log } from '../core/log.js';
 import type { Context } from './context.js';
 import { printJson } from './output.js';
-import { safeText } from './safe-text.js';
+import { safeText } from '../core/safe-text.js';
 
 /** Implementations load on use, so `pvmlab --help` and `vm list` stay quick. */
 async function labDriver(ctx: Context) {

@@ -1,5 +1,5 @@
 import { log } from '../core/log.js';
-import { jsonText } from './safe-text.js';
+import { jsonText } from '../core/safe-text.js';
 
 /** Print rows as a box table on a TTY-friendly layout, or as JSON with --json. */
 export async function printTable(head: string[], rows: string[][]): Promise<void> {

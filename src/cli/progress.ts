@@ -1,7 +1,7 @@
 /** A byte progress bar for downloads, on stderr so stdout stays pipeable. */
 import cliProgress from 'cli-progress';
 import type { DownloadProgress } from '../distro/download.js';
-import { safeText } from './safe-text.js';
+import { safeText } from '../core/safe-text.js';
 
 export interface DownloadProgressBar {
   update(p: DownloadProgress): void;

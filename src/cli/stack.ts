@@ -4,7 +4,7 @@ import { PvmlabError, UsageError } from '../core/errors.js';
 import { log } from '../core/log.js';
 import { labDirs } from '../core/paths.js';
 import type { Context } from './context.js';
-import { safeLines, safeText } from './safe-text.js';
+import { safeLines, safeText } from '../core/safe-text.js';
 
 /** The flags of `stack serve`; `stack start` takes the same ones and passes them on. */
 function withServeOptions<A extends unknown[], O extends OptionValues>(cmd: Command<A, O>) {

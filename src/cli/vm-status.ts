@@ -5,7 +5,7 @@ import { vmProcess, type ProcessInfo } from '../qemu/process.js';
 import type { Context } from './context.js';
 import { errorMessage } from '../core/errors.js';
 import { log } from '../core/log.js';
-import { safeText } from './safe-text.js';
+import { safeText } from '../core/safe-text.js';
 
 export interface VmStatusRow {
   name: string;

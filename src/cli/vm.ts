@@ -16,7 +16,7 @@ import {
 import { hostArch } from '../qemu/accel.js';
 import type { Context } from './context.js';
 import { printJson, printTable } from './output.js';
-import { safeText } from './safe-text.js';
+import { safeText } from '../core/safe-text.js';
 import { vmStatusRows } from './vm-status.js';
 
 /** `--memory 2048` (MiB), or with a unit: `2G`, `512M`. */

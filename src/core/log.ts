@@ -1,4 +1,10 @@
-/** User-facing output: info, success, warning, failure lines; colour only on a TTY without NO_COLOR. */
+import { safeLines } from './safe-text.js';
+
+/**
+ * User-facing output: info, success, warning, failure lines; colour only on a TTY without NO_COLOR.
+ * Messages often quote what came from outside (file names, a peer's answer, argv): their control
+ * characters are escaped here, once for every message, so none can rewrite the operator's screen.
+ */
 type Stream = NodeJS.WriteStream;
 
 function useColour(stream: Stream): boolean {
@@ -25,16 +31,16 @@ export function paint(colour: Colour, text: string, stream: Stream = process.std
 
 export const log = {
   info(msg: string): void {
-    process.stderr.write(`${paint('cyan', 'i', process.stderr)} ${msg}\n`);
+    process.stderr.write(`${paint('cyan', 'i', process.stderr)} ${safeLines(msg)}\n`);
   },
   success(msg: string): void {
-    process.stderr.write(`${paint('green', '✔', process.stderr)} ${msg}\n`);
+    process.stderr.write(`${paint('green', '✔', process.stderr)} ${safeLines(msg)}\n`);
   },
   warn(msg: string): void {
-    process.stderr.write(`${paint('yellow', '!', process.stderr)} ${msg}\n`);
+    process.stderr.write(`${paint('yellow', '!', process.stderr)} ${safeLines(msg)}\n`);
   },
   error(msg: string): void {
-    process.stderr.write(`${paint('red', 'Error:', process.stderr)} ${msg}\n`);
+    process.stderr.write(`${paint('red', 'Error:', process.stderr)} ${safeLines(msg)}\n`);
   },
   /** Results (tables, JSON) go to stdout so they can be piped. */
   out(text: string): void {

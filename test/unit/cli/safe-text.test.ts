@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { jsonText, safeLines, safeText } from '../../../src/cli/safe-text.js';
+import { log } from '../../../src/core/log.js';
+import { jsonText, safeLines, safeText } from '../../../src/core/safe-text.js';
 
 test('safeText: C0, DEL, C1, line separators and bidi controls are escaped; the rest is left alone', () => {
   assert.equal(safeText('\u001b[31mred\u001b[0m'), '\\x1b[31mred\\x1b[0m');
@@ -25,4 +26,23 @@ test('jsonText is the same JSON value with DEL, C1 and bidi controls as \\u esca
   // eslint-disable-next-line no-control-regex
   assert.doesNotMatch(text, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/);
   assert.match(text, /\\u202e/);
+});
+
+test('log.info/success/warn/error escape what a message quotes; newlines stay', (t) => {
+  const written: string[] = [];
+  t.mock.method(process.stderr, 'write', (chunk: string) => {
+    written.push(chunk);
+    return true;
+  });
+  try {
+    for (const f of [log.info, log.success, log.warn, log.error])
+      f(`vms/\u001b[31mred\u202e.json: bad\n  second line\r`);
+  } finally {
+    t.mock.restoreAll();
+  }
+  assert.equal(written.length, 4);
+  for (const w of written) {
+    assert.ok(!w.includes('\u001b[31m') && !w.includes('\u202e') && !w.includes('\r'), JSON.stringify(w));
+    assert.match(w, /vms\/\\x1b\[31mred\\u202e\.json: bad\n {2}second line\\r\n$/);
+  }
 });
