@@ -13,7 +13,7 @@ import {
 import { namedFsError, writeFileAtomic } from '../core/fsutil.js';
 import { labDirs } from '../core/paths.js';
 import { replaceStaleDnsmasq } from '../stack/dnsmasq.js';
-import { withLock } from './lock.js';
+import { withLock, type LockOptions } from '../core/lockfile.js';
 
 /**
  * The pxeboot stack run natively in the background "under pvmlab's control": `stack start`
@@ -32,6 +32,16 @@ export function stackServiceFiles(app: string): { pid: string; log: string; lock
     pid: join(d.pids, 'stack_serve.pid'),
     log: join(d.logs, 'stack_serve.log'),
     lock: join(d.locks, 'stack_serve.lock'),
+  };
+}
+
+/** Concurrent starts and stops of the stack wait for each other (src/core/lockfile.ts). */
+function stackLockOptions(operation: string, timeoutMs: number): LockOptions {
+  return {
+    timeoutMs: timeoutMs + 60_000,
+    operation,
+    what: 'the stack service',
+    command: (op) => `pvmlab stack ${op}`,
   };
 }
 
@@ -381,7 +391,7 @@ export async function startStackService(o: StartOptions): Promise<StartResult> {
         ...(killedDnsmasq !== undefined ? { killedDnsmasq } : {}),
       };
     },
-    { timeoutMs: o.timeoutMs + 60_000 },
+    stackLockOptions('start', o.timeoutMs),
   );
 }
 
@@ -472,7 +482,7 @@ export async function stopStackService(
         ...(killedDnsmasq !== undefined ? { killedDnsmasq } : {}),
       };
     },
-    { timeoutMs: o.timeoutMs + 60_000 },
+    stackLockOptions('stop', o.timeoutMs),
   );
 }
 

@@ -5,7 +5,7 @@ import { PvmlabError, isErrno } from '../core/errors.js';
 import { namedFsError, writeFileAtomic } from '../core/fsutil.js';
 import { log } from '../core/log.js';
 import { labDirs, vmFiles } from '../core/paths.js';
-import { withLock } from './lock.js';
+import { withLock } from '../core/lockfile.js';
 import { vmClaimingFiles } from './vm-files.js';
 import { checkVmForWrite, parseVm, type VmDefinition } from '../core/vmdef.js';
 
@@ -161,7 +161,7 @@ export async function saveVm(app: string, vm: VmDefinition): Promise<void> {
   await writeFileAtomic(path, r.value);
 }
 
-/** Serialise commands that read-then-write lab state (create, clean). */
-export function withLabLock<T>(app: string, fn: () => Promise<T>): Promise<T> {
-  return withLock(join(labDirs(app).locks, 'state.lock'), fn);
+/** Serialise commands that read-then-write lab state (create, clean): `locks/state.lock`, src/core/lockfile.ts. */
+export function withLabLock<T>(app: string, fn: () => Promise<T>, operation = 'lab-state'): Promise<T> {
+  return withLock(join(labDirs(app).locks, 'state.lock'), fn, { operation, what: 'the lab state' });
 }
