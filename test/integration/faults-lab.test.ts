@@ -204,7 +204,9 @@ if (process.env[CHILD_ENV]) {
         clearTimeout(timer);
         if (code !== 0) killed.push(name);
         // After every kill: each definition is whole JSON.
-        for (const f of readdirSync(join(app, 'vms')).filter((f) => f.endsWith('.json')))
+        // (A create killed before its checks ended has written nothing, not even vms/.)
+        const vms = join(app, 'vms');
+        for (const f of (existsSync(vms) ? readdirSync(vms) : []).filter((f) => f.endsWith('.json')))
           JSON.parse(readFileSync(join(app, 'vms', f), 'utf8'));
       }
       t.diagnostic(`${killed.length} of ${ROUNDS} creates killed before they finished`);
