@@ -32,7 +32,7 @@ export function networkCommand(ctx: Context): Command {
     .option('--force', 'remove it even while VMs run on it (they lose their network)', false)
     .action(async (o) => {
       // Removing the bridge under running VMs cuts them off: refused unless asked for.
-      const { runningVms } = await import('../lab/vm-files.js');
+      const { runningVms } = await import('../qemu/process.js');
       const running = o.force ? [] : await runningVms(ctx.app);
       if (running.length)
         throw new PvmlabError(

@@ -1,7 +1,6 @@
 import { readdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { labDirs, vmFiles, type LabDirs } from '../core/paths.js';
-import { vmProcess } from '../qemu/process.js';
+import { labDirs, type LabDirs } from '../core/paths.js';
 
 /**
  * Which files belong to which VM, by name alone: `vm clean` removes a VM's files whatever state
@@ -77,13 +76,4 @@ export function vmClaimingFiles(app: string, name: string): string[] {
   return vmOwnedFiles(app, name)
     .filter((p) => dirname(p) !== logs)
     .sort();
-}
-
-/** The VMs whose QEMU runs now (identity checked by the pid file), by name. */
-export async function runningVms(app: string): Promise<string[]> {
-  const names = vmOwners(app);
-  const states = await Promise.all(
-    names.map((n) => vmProcess(vmFiles(app, n).pid).catch(() => ({ state: 'stopped' as const }))),
-  );
-  return names.filter((_, i) => states[i]?.state === 'running');
 }

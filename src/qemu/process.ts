@@ -1,6 +1,8 @@
 import { promises as fs, readFileSync } from 'node:fs';
 import { isErrno } from '../core/errors.js';
 import { run, type Runner } from '../core/exec.js';
+import { vmFiles } from '../core/paths.js';
+import { vmOwners } from '../lab/vm-files.js';
 
 export type VmState = 'running' | 'stopped';
 
@@ -79,4 +81,13 @@ export async function vmProcess(pidFile: string, runner: Runner = run): Promise<
   const argv = await processArgv(pid, runner);
   if (!argv || !isVmArgv(argv, pidFile)) return { state: 'stopped', stalePidFile: true };
   return { state: 'running', pid };
+}
+
+/** The VMs whose QEMU runs now (identity checked by the pid file), by name. */
+export async function runningVms(app: string): Promise<string[]> {
+  const names = vmOwners(app);
+  const states = await Promise.all(
+    names.map((n) => vmProcess(vmFiles(app, n).pid).catch(() => ({ state: 'stopped' as const }))),
+  );
+  return names.filter((_, i) => states[i]?.state === 'running');
 }
