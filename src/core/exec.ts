@@ -228,9 +228,11 @@ export function processAlive(pid: number): boolean {
   if (process.platform !== 'linux') return true;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The state follows the parenthesised command name, which may itself contain ')'.
-    const state = stat.charAt(stat.lastIndexOf(')') + 2);
-    return state !== 'Z' && state !== 'X';
+    // The fields follow the parenthesised command name, which may itself contain ')'.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // A multi-threaded process (QEMU) shows Z on its leader while its other threads are still
+    // exiting and still hold its sockets and TAP: gone only once one thread is left (field 20).
+    return !((f[0] === 'Z' || f[0] === 'X') && Number(f[17]) <= 1);
   } catch {
     return false; // reaped in the meantime
   }

@@ -1,6 +1,6 @@
 import { promises as fs, readFileSync } from 'node:fs';
 import { isErrno } from '../core/errors.js';
-import { run, type Runner } from '../core/exec.js';
+import { processAlive, run, type Runner } from '../core/exec.js';
 import { vmFiles } from '../core/paths.js';
 import { vmOwners } from '../lab/vm-files.js';
 
@@ -26,31 +26,11 @@ export async function readPidFile(path: string): Promise<number | undefined> {
   return Number.isInteger(pid) && pid > 0 ? pid : -1;
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if (!isErrno(err, 'EPERM')) return false;
-  }
-  // A daemonised QEMU that has exited stays a zombie until init reaps it, and a zombie still
-  // answers signal 0; some container inits reap late or never.
-  return !isZombie(pid);
-}
-
-/** Linux: the process has exited but is not reaped yet (state Z or X in /proc/<pid>/stat). */
-function isZombie(pid: number): boolean {
-  if (process.platform !== 'linux') return false;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The fields follow the parenthesised command name, which may itself contain ')'.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // A multi-threaded process (QEMU) shows Z on its leader while its other threads are still
-    // exiting and its sockets still open: gone only once one thread is left (field 20).
-    return (f[0] === 'Z' || f[0] === 'X') && Number(f[17]) <= 1;
-  } catch (err) {
-    return isErrno(err, 'ENOENT'); // reaped in the meantime
-  }
-}
+/**
+ * Alive, and not an exited process waiting to be reaped (a daemonised QEMU stays a zombie until
+ * init reaps it; some container inits reap late or never): core's one check.
+ */
+export const pidAlive = processAlive;
 
 /** The process's argv: /proc on Linux, `ps` elsewhere (macOS). */
 export async function processArgv(pid: number, runner: Runner = run): Promise<string[] | undefined> {
