@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { DNSMASQ, alive, orphanedDnsmasq, waitFor, type T } from '../../helpers/dnsmasq.js';
 import { DnsmasqSupervisor, isOwnDnsmasq, replaceStaleDnsmasq } from '../../../src/stack/dnsmasq.js';
 import { stackHealth } from '../../../src/stack/serve.js';
 
@@ -12,9 +13,6 @@ import { stackHealth } from '../../../src/stack/serve.js';
  * dnsmasq runs a config with `port=0` and no DHCP range: it binds nothing, so it is safe
  * outside a network namespace.
  */
-const DNSMASQ = '/usr/sbin/dnsmasq';
-
-type T = { after: (fn: () => void | Promise<void>) => void };
 
 function tempDir(t: T): string {
   const dir = mkdtempSync(join(tmpdir(), 'pvml-dnsmasq-stale-'));
@@ -22,60 +20,11 @@ function tempDir(t: T): string {
   return dir;
 }
 
-async function waitFor<V>(what: string, fn: () => V | undefined | false, timeoutMs = 5000): Promise<V> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !'ZX'.includes(stat.charAt(stat.lastIndexOf(')') + 2));
-  } catch {
-    return false;
-  }
-};
-
 function track(t: T, child: ChildProcess): ChildProcess {
   t.after(() => {
     child.kill('SIGKILL');
   });
   return child;
-}
-
-/**
- * A real dnsmasq running `conf` (written with port=0), orphaned as a killed stack leaves it
- * (its parent, a shell, has exited), its pid file written; its pid.
- */
-async function realDnsmasq(t: T, dir: string, conf = join(dir, 'dnsmasq.conf')): Promise<number> {
-  writeFileSync(conf, 'port=0\n');
-  const pidFile = join(dir, 'dnsmasq.pid');
-  const argv = [
-    DNSMASQ,
-    '--keep-in-foreground',
-    `--conf-file=${conf}`,
-    '--log-facility=-',
-    `--pid-file=${pidFile}`,
-  ];
-  spawn('sh', ['-c', `${argv.join(' ')} >/dev/null 2>&1 &`], { stdio: 'ignore' });
-  const pid = await waitFor(
-    'its pid file',
-    () => Number(existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim()) || undefined,
-  );
-  t.after(() => {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      /* stopped by the test */
-    }
-  });
-  return pid;
 }
 
 test('isOwnDnsmasq: a dnsmasq by executable (else argv[0]) running exactly our config', () => {
@@ -100,7 +49,7 @@ test('isOwnDnsmasq: a dnsmasq by executable (else argv[0]) running exactly our c
 
 test('replaceStaleDnsmasq: stops a dnsmasq left running our config, found by its pid file', async (t) => {
   const dir = tempDir(t);
-  const pid = await realDnsmasq(t, dir);
+  const pid = await orphanedDnsmasq(t, dir);
   const logs: string[] = [];
   const conf = join(dir, 'dnsmasq.conf');
   const stopped = await replaceStaleDnsmasq({
@@ -119,7 +68,7 @@ test('replaceStaleDnsmasq: stops a dnsmasq left running our config, found by its
 
 test('replaceStaleDnsmasq: without its pid file (killed before dnsmasq wrote it), found by its config', async (t) => {
   const dir = tempDir(t);
-  const pid = await realDnsmasq(t, dir);
+  const pid = await orphanedDnsmasq(t, dir);
   unlinkSync(join(dir, 'dnsmasq.pid'));
   const stopped = await replaceStaleDnsmasq({
     pidFile: join(dir, 'dnsmasq.pid'),
@@ -141,7 +90,7 @@ test('replaceStaleDnsmasq: never signals a process that is not ours', async (t) 
   writeFileSync(pidFile, `${impostor.pid}\n`);
   // Another lab's dnsmasq (its own config), its pid in our pid file too at one point.
   const otherDir = tempDir(t);
-  const other = await realDnsmasq(t, otherDir);
+  const other = await orphanedDnsmasq(t, otherDir);
   assert.deepEqual(await replaceStaleDnsmasq({ pidFile, confPath: conf }), []);
   writeFileSync(pidFile, `${other}\n`);
   assert.deepEqual(await replaceStaleDnsmasq({ pidFile, confPath: conf }), []);

@@ -1,37 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { DNSMASQ, alive, orphanedDnsmasq, waitFor, type T } from '../../helpers/dnsmasq.js';
 import { startStack, type StackOptions } from '../../../src/stack/serve.js';
 
 /**
  * startStack on loopback, HTTP only (no dnsmasq of its own), against a dnsmasq that a stack
  * killed with -9 left running its config: the real dnsmasq with `port=0` binds nothing.
  */
-const DNSMASQ = '/usr/sbin/dnsmasq';
-type T = { after: (fn: () => void | Promise<void>) => void };
-
-async function waitFor<V>(what: string, fn: () => V | undefined | false, timeoutMs = 5000): Promise<V> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !'ZX'.includes(stat.charAt(stat.lastIndexOf(')') + 2));
-  } catch {
-    return false;
-  }
-};
 
 function lab(t: T): { home: string; options: StackOptions; logs: string[] } {
   const home = mkdtempSync(join(tmpdir(), 'pvml-serve-'));
@@ -59,37 +38,9 @@ function lab(t: T): { home: string; options: StackOptions; logs: string[] } {
   };
 }
 
-/** A dnsmasq running `<stateDir>/dnsmasq.conf`, orphaned (its parent shell has exited). */
-async function staleDnsmasq(t: T, stateDir: string): Promise<number> {
-  mkdirSync(stateDir, { recursive: true });
-  const conf = join(stateDir, 'dnsmasq.conf');
-  writeFileSync(conf, 'port=0\n');
-  const pidFile = join(stateDir, 'dnsmasq.pid');
-  const argv = [
-    DNSMASQ,
-    '--keep-in-foreground',
-    `--conf-file=${conf}`,
-    '--log-facility=-',
-    `--pid-file=${pidFile}`,
-  ];
-  spawn('sh', ['-c', `${argv.join(' ')} >/dev/null 2>&1 &`], { stdio: 'ignore' });
-  const pid = await waitFor(
-    'its pid file',
-    () => Number(existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim()) || undefined,
-  );
-  t.after(() => {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      /* stopped */
-    }
-  });
-  return pid;
-}
-
 test('startStack stops the dnsmasq a killed stack left running its config (with --no-dnsmasq too)', async (t) => {
   const { options, logs } = lab(t);
-  const pid = await staleDnsmasq(t, options.stateDir);
+  const pid = await orphanedDnsmasq(t, options.stateDir);
   // A lease file from the last run stays usable.
   writeFileSync(
     join(options.stateDir, 'dnsmasq.leases'),
