@@ -11,6 +11,8 @@ import { safeLines, safeText } from '../core/safe-text.js';
 import { cleanCommand, setupCommand } from './setup.js';
 import { stackCommand } from './stack.js';
 import { vmCommand } from './vm.js';
+import { provisionerCommand } from './provisioner.js';
+import { addProvisionerCreate } from './provisioner-create.js';
 
 declare const PVMLAB_VERSION: string;
 const VERSION = typeof PVMLAB_VERSION === 'string' ? PVMLAB_VERSION : 'dev';
@@ -26,6 +28,9 @@ export function buildProgram(ctx: Context): Command {
   program.addCommand(setupCommand(ctx));
   program.addCommand(cleanCommand(ctx));
   program.addCommand(vmCommand(ctx));
+  const provisioner = provisionerCommand(ctx);
+  addProvisionerCreate(provisioner, ctx);
+  program.addCommand(provisioner);
   program.addCommand(networkCommand(ctx));
   program.addCommand(socketVmnetCommand(ctx));
   program.addCommand(systemCommand(ctx));

@@ -22,7 +22,7 @@ import { assignAddresses, assignMac, checkNameFree } from '../lab/allocate.js';
 import { loadLabConfig, resolveLabConfig } from '../lab/config.js';
 import { MIN_MEMORY_MIB, VM_SCHEMA_VERSION, checkVmForWrite, type VmDefinition } from '../core/vmdef.js';
 import { ensureLabSshKey } from '../lab/sshkey.js';
-import { listVms, saveVm, vmPaths, withLabLock } from '../lab/store.js';
+import { labState, saveVm, withLabLock } from '../lab/store.js';
 import { checkDiskSize, parseSubnet, type Arch } from '../lab/validate.js';
 import { namedFsError } from '../core/fsutil.js';
 import { createBlankDisk, createOverlayDisk } from '../qemu/img.js';
@@ -117,11 +117,6 @@ export function checkCreateRequest(req: CreateRequest): void {
   checkDiskSize(req.diskBytes);
 }
 
-/** What the existing VMs hold: the readable ones, what unreadable files still claim, the name's files. */
-async function labState(app: string, name: string) {
-  const { vms, invalid } = await listVms(app);
-  return { vms, others: invalid.map((i) => i.claim), paths: await vmPaths(app, name) };
-}
 
 /**
  * Create a VM definition with its disk (and seed ISO for disk VMs). Every check that can refuse

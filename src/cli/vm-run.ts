@@ -3,9 +3,9 @@ import { PvmlabError, UsageError, errorMessage } from '../core/errors.js';
 import { log } from '../core/log.js';
 import { labDirs, vmFiles, type VmFiles } from '../core/paths.js';
 import { pathExists, removePath } from '../core/fsutil.js';
-import { loadLabConfig } from '../lab/config.js';
+import { loadLabConfig, type LabConfig } from '../lab/config.js';
 import type { VmDefinition } from '../core/vmdef.js';
-import { loadVm, withLabLock } from '../lab/store.js';
+import { loadVm, saveVm, withLabLock } from '../lab/store.js';
 import { vmOwnedFiles } from '../lab/vm-files.js';
 import { accelHost, describeChoice, hostArch, resolveAccel } from '../qemu/accel.js';
 import { fallbackWarning, startWithAccel } from '../qemu/accel-start.js';
@@ -74,7 +74,8 @@ export async function startVm(ctx: Context, name: string, opts: StartOptions): P
       }
     } else {
       if (!vm.ip) throw new PvmlabError(`VM '${name}' has no IP address to wait on`);
-      await waitForCloudInit(ctx, vm, timeout);
+      // Re-read: a provisioner's start may have given it a new SSH port.
+      await waitForCloudInit(ctx, vm.role === 'provisioner' ? await loadVm(ctx.app, name) : vm, timeout);
     }
     log.success(`VM '${name}' is ready.`);
   }
@@ -124,6 +125,7 @@ async function launch(
   if (choice.source === 'probe') log.info(`Accelerator for ${vm.arch} guests: ${describeChoice(choice)}`);
   // Before anything is made: a dead QEMU's pid file and sockets go, a live process's stop the start.
   await clearStaleRuntime(name, files);
+  const prov = vm.role === 'provisioner' ? await prepareProvisioner(ctx, vm, config) : undefined;
   const nic = await driver.attach({ name, mac: vm.mac });
   log.info(`Starting VM '${name}' (${vm.arch}, ${choice.accel}, ${vm.pxeboot ? 'PXE' : 'disk'})`);
   const startedAt = new Date();
@@ -144,6 +146,7 @@ async function launch(
       nic,
       files,
       interactive: opts.interactive,
+      ...(prov ?? {}),
     },
     choice,
     ctx.runner,
@@ -167,6 +170,28 @@ async function launch(
     }
   }
   return { pxe, startedAt };
+}
+
+/**
+ * The provisioner's additions to its start: a forwarded SSH port (the last one when it is still
+ * free, so `vm shell` commands and known scripts keep working), saved to its definition first;
+ * on the Linux bridge, the native stack must not be running and its address on the bridge goes.
+ */
+async function prepareProvisioner(ctx: Context, vm: VmDefinition, config: LabConfig) {
+  const { freeLoopbackPort, provisionerBoot, releaseBridgeAddresses } = await import('../provisioner/start.js');
+  if ((ctx.env.PVMLAB_NETWORK ?? config.network) === 'bridge') {
+    const { stackProcess } = await import('../lab/stack-service.js');
+    const native = await stackProcess(ctx.app, ctx.runner);
+    if (native.state === 'running')
+      throw new PvmlabError(
+        `the native stack (pid ${native.pid}) serves this lab; the provisioner's container would be a second DHCP server on it: pvmlab stack stop, then start '${vm.name}'`,
+      );
+    const released = await releaseBridgeAddresses(ctx.runner, config.bridge, vm);
+    if (released.length) log.info(`Removed ${released.join(', ')} from ${config.bridge}: the provisioner holds it now`);
+  }
+  const sshPort = await freeLoopbackPort(vm.ssh_port);
+  if (sshPort !== vm.ssh_port) await withLabLock(ctx.app, () => saveVm(ctx.app, { ...vm, ssh_port: sshPort }));
+  return provisionerBoot(ctx.app, vm, sshPort);
 }
 
 async function unlockWhenRunning(files: VmFiles, session: Promise<unknown>, unlock: () => Promise<void>) {

@@ -7,10 +7,21 @@ import { labSshKey } from '../lab/sshkey.js';
 import { listVms } from '../lab/store.js';
 import type { Context } from './context.js';
 
-/** Does the host sit on the lab segment (Linux bridge with the host address)? */
+/**
+ * Does the host sit on the lab segment: a Linux bridge holding the host's lab address? Without
+ * it (socket_vmnet, or the address removed) targets are reached through the provisioner.
+ */
 export async function hostOnLabNet(ctx: Context): Promise<boolean> {
   const config = await loadLabConfig(ctx.app);
-  return (ctx.env.PVMLAB_NETWORK ?? config.network) === 'bridge';
+  if ((ctx.env.PVMLAB_NETWORK ?? config.network) !== 'bridge') return false;
+  const r = await ctx.runner('ip', ['-j', 'addr', 'show', 'dev', config.bridge]);
+  if (r.code !== 0) return false;
+  try {
+    const links = JSON.parse(r.stdout) as { addr_info?: { local?: string }[] }[];
+    return links.some((l) => (l.addr_info ?? []).some((a) => a.local === config.host_ip));
+  } catch {
+    return false;
+  }
 }
 
 export async function sshTarget(ctx: Context, vm: VmDefinition) {

@@ -94,7 +94,7 @@ export function sshTargetFor(
   if (hostOnLabNet) return { host: vm.ip };
   if (!provisioner?.ssh_port)
     throw new PvmlabError(
-      `VM '${vm.name}' is reached through the provisioner, and no running provisioner was found`,
+      `VM '${vm.name}' cannot be reached: the host has no address on the lab network (pvmlab network start gives it one on Linux) and no running provisioner can relay the connection`,
     );
   return { host: vm.ip, jump: { host: '127.0.0.1', port: provisioner.ssh_port } };
 }

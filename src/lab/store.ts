@@ -148,6 +148,12 @@ function warnNormalized(path: string, normalized: readonly string[]): void {
  * Every file of VM `name` that takes its name, whatever state it is in: its definition (readable
  * or not), disk, firmware vars, seed, pid and sockets, and the temp files of an interrupted write.
  */
+/** What the existing VMs hold: the readable ones, what unreadable files still claim, the name's files. */
+export async function labState(app: string, name: string) {
+  const { vms, invalid } = await listVms(app);
+  return { vms, others: invalid.map((i) => i.claim), paths: await vmPaths(app, name) };
+}
+
 export async function vmPaths(app: string, name: string): Promise<string[]> {
   return vmClaimingFiles(app, name);
 }

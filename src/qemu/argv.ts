@@ -26,6 +26,12 @@ export interface QemuSpec {
   files: { pid: string; qmp: string; log: string; console?: string };
   /** Serial console and monitor on the terminal instead of a log file. */
   interactive: boolean;
+  /** Boot this kernel (the firmware loads it; the provisioner's disk has no boot loader). */
+  kernel?: { kernel: string; initrd: string; append: string };
+  /** A second NIC on QEMU's user-mode network, with the guest's SSH forwarded to 127.0.0.1:sshPort. */
+  uplink?: { mac: string; sshPort: number };
+  /** Host directories shared over virtio-9p. */
+  shares?: readonly { tag: string; path: string; readonly?: boolean }[];
 }
 
 export function qemuBinary(arch: Arch): string {
@@ -123,7 +129,22 @@ export function buildQemuArgv(s: QemuSpec): string[] {
     '-qmp',
     `unix:${escapeOpt(s.files.qmp)},server=on,wait=off`,
   );
-  if (s.arch === 'aarch64') args.push('-device', 'virtio-rng-pci');
+  if (s.uplink) {
+    // Loopback only: the forwarded SSH port must not be reachable from the host's networks.
+    args.push('-netdev', `user,id=uplink0,hostfwd=tcp:127.0.0.1:${s.uplink.sshPort}-:22`);
+    args.push('-device', `virtio-net-pci,netdev=uplink0,mac=${s.uplink.mac},romfile=`);
+  }
+  for (const share of s.shares ?? []) {
+    // security_model=none: files keep the host's owners, and a QEMU that is not root still works.
+    const opts = [`local`, `path=${escapeOpt(share.path)}`, `mount_tag=${share.tag}`, 'security_model=none'];
+    if (share.readonly) opts.push('readonly=on');
+    args.push('-virtfs', opts.join(','));
+  }
+  if (s.kernel) {
+    args.push('-kernel', s.kernel.kernel, '-initrd', s.kernel.initrd, '-append', s.kernel.append);
+  }
+  // Also for the provisioner on x86_64: docker, sshd and cloud-init all want entropy early.
+  if (s.arch === 'aarch64' || s.uplink) args.push('-device', 'virtio-rng-pci');
   if (s.interactive) {
     // Serial and the HMP monitor multiplexed on the terminal: Ctrl-a c switches, Ctrl-a x quits.
     args.push('-nographic', '-chardev', 'stdio,id=con0,mux=on,signal=off', '-serial', 'chardev:con0');

@@ -202,7 +202,8 @@ describe('sshTargetFor', () => {
   });
 
   it('needs a running provisioner to jump through', () => {
-    const msg = "VM 'web' is reached through the provisioner, and no running provisioner was found";
+    const msg =
+      "VM 'web' cannot be reached: the host has no address on the lab network (pvmlab network start gives it one on Linux) and no running provisioner can relay the connection";
     assert.throws(
       () => sshTargetFor(vm, undefined, false),
       (err: unknown) => err instanceof PvmlabError && err.message === msg,

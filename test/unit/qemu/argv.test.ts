@@ -8,6 +8,7 @@ import { buildQemuArgv, escapeOpt, machineUuid, qemuBinary, type QemuSpec } from
 import { createBlankDisk } from '../../../src/qemu/img.js';
 import type { QmpClient } from '../../../src/qemu/qmp.js';
 import { connectQmp, killQuietly, shortTempDir, waitFor } from '../../helpers/qemu.js';
+import { testKernel } from '../../helpers/guest.js';
 
 const FILES = {
   pid: '/lab/pids/n1.pid',
@@ -279,7 +280,11 @@ function qmpPathFromArgv(argv: string[]): string {
  * Start the argv (minus -daemonize, plus -S, user networking instead of a TAP) under the real
  * binary and check QEMU accepted every option: QMP answers and the machine sits in prelaunch.
  */
-async function assertQemuAccepts(interactive: boolean, arch: 'x86_64' | 'aarch64' = 'x86_64'): Promise<void> {
+async function assertQemuAccepts(
+  interactive: boolean,
+  arch: 'x86_64' | 'aarch64' = 'x86_64',
+  extra: (dir: string) => Partial<QemuSpec> = () => ({}),
+): Promise<void> {
   // A comma in the directory name exercises escapeOpt against QEMU's own option parser.
   const { dir, cleanup } = await shortTempDir('pv,a-');
   const fw =
@@ -309,6 +314,7 @@ async function assertQemuAccepts(interactive: boolean, arch: 'x86_64' | 'aarch64
     nic: { wrapper: [], netdev: 'user' },
     files,
     interactive,
+    ...extra(dir),
   });
   assert.equal(argv.includes('-daemonize'), !interactive);
   const [cmd, ...args] = argv.filter((a) => a !== '-daemonize') as [string, ...string[]];
@@ -363,6 +369,48 @@ test(
   { timeout: 30_000 },
   () => assertQemuAccepts(false, 'aarch64'),
 );
+
+test(
+  'real qemu-system-x86_64 accepts the provisioner argv (kernel, user-mode uplink with SSH forward, 9p shares)',
+  { timeout: 30_000 },
+  () =>
+    assertQemuAccepts(false, 'x86_64', (dir) => ({
+      kernel: { kernel: testKernel(), initrd: testKernel(), append: 'root=LABEL=x console=ttyS0' },
+      uplink: { mac: '52:54:00:12:34:57', sshPort: 0 },
+      shares: [
+        { tag: 'host_share_vms', path: dir },
+        { tag: 'host_share_images', path: dir, readonly: true },
+      ],
+    })),
+);
+
+test('provisioner additions: uplink on loopback only, 9p shares with security_model=none, kernel, rng', () => {
+  const argv = buildQemuArgv(
+    diskSpec({
+      kernel: { kernel: '/i/vmlinuz', initrd: '/i/initrd.img', append: 'root=LABEL=p rw' },
+      uplink: { mac: '52:54:00:12:34:57', sshPort: 2222 },
+      shares: [
+        { tag: 'host_share_vms', path: '/lab,x/vms' },
+        { tag: 'host_share_images', path: '/lab/images', readonly: true },
+      ],
+    }),
+  );
+  const after = (flag: string) => argv.filter((_, i) => argv[i - 1] === flag);
+  assert.deepEqual(after('-netdev').slice(-1), ['user,id=uplink0,hostfwd=tcp:127.0.0.1:2222-:22']);
+  assert.ok(after('-device').includes('virtio-net-pci,netdev=uplink0,mac=52:54:00:12:34:57,romfile='));
+  assert.deepEqual(after('-virtfs'), [
+    'local,path=/lab,,x/vms,mount_tag=host_share_vms,security_model=none',
+    'local,path=/lab/images,mount_tag=host_share_images,security_model=none,readonly=on',
+  ]);
+  assert.deepEqual(
+    [after('-kernel'), after('-initrd'), after('-append')],
+    [['/i/vmlinuz'], ['/i/initrd.img'], ['root=LABEL=p rw']],
+  );
+  assert.ok(after('-device').includes('virtio-rng-pci'));
+  // A target has none of it.
+  const plain = buildQemuArgv(diskSpec());
+  for (const f of ['-virtfs', '-kernel', '-initrd', '-append']) assert.ok(!plain.includes(f));
+});
 
 test('machineUuid: a stable RFC 4122 v5 UUID per MAC, any case', () => {
   const u = machineUuid('52:54:00:12:34:56');

@@ -1,0 +1,102 @@
+/**
+ * What starting the provisioner VM adds to a target's start: its kernel (the image has no boot
+ * loader), the user-mode uplink with SSH forwarded to a loopback port, and the lab directories
+ * shared over 9p. Also the lab-side checks: the native stack and the provisioner's container
+ * would be two DHCP servers on one segment, and an address the native stack left on the bridge
+ * would answer for the provisioner's.
+ */
+import { createServer } from 'node:net';
+import { resolve, sep } from 'node:path';
+import { PvmlabError } from '../core/errors.js';
+import { runChecked, type Runner } from '../core/exec.js';
+import { labDirs } from '../core/paths.js';
+import type { VmDefinition } from '../core/vmdef.js';
+import { SHARES, uplinkMac } from '../cloudinit/provisioner.js';
+import type { QemuSpec } from '../qemu/argv.js';
+import { kernelCmdline } from './image.js';
+
+export type ProvisionerBoot = Required<Pick<QemuSpec, 'uplink' | 'shares'>> & Pick<QemuSpec, 'kernel'>;
+
+/** A file named by the definition, inside images/ (a hand-edited definition may say anything). */
+function imageFile(imagesDir: string, rel: string, what: string): string {
+  const p = resolve(imagesDir, rel);
+  if (!p.startsWith(resolve(imagesDir) + sep))
+    throw new PvmlabError(`the provisioner's ${what} '${rel}' is outside ${imagesDir}`);
+  return p;
+}
+
+/** Pure: the provisioner's QEMU additions, given its SSH port. */
+export function provisionerBoot(app: string, vm: VmDefinition, sshPort: number): ProvisionerBoot {
+  if (!vm.mac) throw new PvmlabError(`provisioner '${vm.name}' has no MAC address in its definition`);
+  const d = labDirs(app);
+  const boot: ProvisionerBoot = {
+    uplink: { mac: uplinkMac(vm.mac), sshPort },
+    shares: [
+      { tag: SHARES.vms.tag, path: vm.vms_path ?? d.vms },
+      { tag: SHARES.images.tag, path: d.images, readonly: true },
+      { tag: SHARES.dockerImages.tag, path: vm.docker_images_path ?? d.dockerImages },
+    ],
+  };
+  if (vm.kernel && vm.initrd)
+    boot.kernel = {
+      kernel: imageFile(d.images, vm.kernel, 'kernel'),
+      initrd: imageFile(d.images, vm.initrd, 'initrd'),
+      append: kernelCmdline(vm.arch),
+    };
+  return boot;
+}
+
+/** A TCP port on 127.0.0.1 that is free now: `preferred` if it is, else one the kernel picks. */
+export async function freeLoopbackPort(preferred?: number): Promise<number> {
+  const tryPort = (port: number) =>
+    new Promise<number | undefined>((res) => {
+      const srv = createServer();
+      srv.once('error', () => res(undefined));
+      srv.listen(port, '127.0.0.1', () => {
+        const a = srv.address();
+        const got = typeof a === 'object' && a ? a.port : undefined;
+        srv.close(() => res(got));
+      });
+    });
+  if (preferred) {
+    const p = await tryPort(preferred);
+    if (p) return p;
+  }
+  const p = await tryPort(0);
+  if (!p) throw new PvmlabError('could not find a free TCP port on 127.0.0.1 for the provisioner SSH');
+  return p;
+}
+
+/** Pure: `ip addr del` for the provisioner's addresses the host holds on `bridge`. */
+export function strayAddressArgv(
+  bridge: string,
+  held: readonly { family: string; local: string; prefixlen: number }[],
+  vm: Pick<VmDefinition, 'ip' | 'ipv6'>,
+): string[][] {
+  return held
+    .filter((a) => a.local === vm.ip || (vm.ipv6 !== undefined && a.local === vm.ipv6))
+    .map((a) => [...(a.family === 'inet6' ? ['-6'] : []), 'addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', bridge]);
+}
+
+/**
+ * The native stack (`pvmlab stack serve`) puts the provisioner's address on the bridge: once it
+ * is stopped, that address must go before the VM takes it over.
+ */
+export async function releaseBridgeAddresses(
+  runner: Runner,
+  bridge: string,
+  vm: Pick<VmDefinition, 'ip' | 'ipv6'>,
+): Promise<string[]> {
+  const r = await runner('ip', ['-j', 'addr', 'show', 'dev', bridge]);
+  if (r.code !== 0) return []; // no bridge yet: nothing to release
+  let held: { family: string; local: string; prefixlen: number }[] = [];
+  try {
+    const links = JSON.parse(r.stdout) as { addr_info?: { family: string; local: string; prefixlen: number }[] }[];
+    held = links.flatMap((l) => l.addr_info ?? []);
+  } catch {
+    return [];
+  }
+  const dels = strayAddressArgv(bridge, held, vm);
+  for (const argv of dels) await runChecked(runner, 'ip', argv);
+  return dels.map((a) => a[a.length - 3] as string);
+}
