@@ -7,6 +7,7 @@ import { bashCompletion, commandTree, fishCompletion, zshCompletion } from './co
 import { defaultContext, type Context } from './context.js';
 import { distroCommand } from './distro.js';
 import { networkCommand, socketVmnetCommand, systemCommand } from './network.js';
+import { provisionerCommand } from './provisioner.js';
 import { safeLines, safeText } from '../core/safe-text.js';
 import { cleanCommand, setupCommand } from './setup.js';
 import { stackCommand } from './stack.js';
@@ -29,6 +30,9 @@ export function buildProgram(ctx: Context): Command {
   program.addCommand(networkCommand(ctx));
   program.addCommand(socketVmnetCommand(ctx));
   program.addCommand(systemCommand(ctx));
+  // `provisioner create` is added to this same command (provisionerCommand returns the parent).
+  const provisioner = provisionerCommand(ctx);
+  program.addCommand(provisioner);
   program.addCommand(stackCommand(ctx));
   program.addCommand(distroCommand(ctx));
   program
