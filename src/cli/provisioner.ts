@@ -119,12 +119,19 @@ function dockerCommand(ctx: Context): Command {
       const name = c.validateContainerName(nameArg);
       const { provisionerSession } = await import('../provisioner/session.js');
       const session = await provisionerSession(ctx.app, ctx.runner);
-      const r = await c.containerLogs(ctx.runner, session, {
-        name,
-        follow: o.follow,
-        stdio: 'inherit',
-        tty: o.follow && process.stdin.isTTY === true && process.stdout.isTTY === true,
-      });
+      // Following on a terminal: ssh gets the terminal, so Ctrl-C reaches `docker logs` in the
+      // VM. Otherwise the output passes through here, where a reader that goes away (`| head`)
+      // is seen (EPIPE) and ends the command quietly.
+      const r =
+        o.follow && process.stdin.isTTY === true && process.stdout.isTTY === true
+          ? await c.containerLogs(ctx.runner, session, { name, follow: true, stdio: 'inherit', tty: true })
+          : await c.containerLogs(ctx.runner, session, {
+              name,
+              follow: o.follow,
+              stdio: 'pipe',
+              onStdout: (d) => process.stdout.write(d),
+              onStderr: (d) => process.stderr.write(d),
+            });
       // The reader went away (`| head`), or Ctrl-C ended a follow: not a failure.
       if (r.code !== 0 && r.signal !== 'SIGINT' && r.signal !== 'SIGPIPE') process.exitCode = r.code ?? 1;
     });

@@ -504,10 +504,15 @@ export async function containerStatus(runner: Runner, session: ProvisionerSessio
 export interface LogsOptions {
   name: string;
   follow: boolean;
-  /** 'inherit' streams to this process's terminal; 'pipe' returns the text (tests). */
+  /**
+   * 'inherit' hands ssh this process's terminal (with `tty`, so Ctrl-C ends `docker logs
+   * --follow` in the VM too); 'pipe' passes the output to `onStdout`/`onStderr` as it comes,
+   * or returns it in the result when they are not given.
+   */
   stdio: 'inherit' | 'pipe';
-  /** Give ssh a terminal, so Ctrl-C ends `docker logs --follow` in the VM too. */
   tty?: boolean;
+  onStdout?: (chunk: string) => void;
+  onStderr?: (chunk: string) => void;
 }
 
 /**
@@ -524,7 +529,10 @@ export async function containerLogs(
     timeoutMs: SHORT_TIMEOUT_MS,
   });
   if (check.code !== 0) throw scriptFailure(session, check, { name: o.name });
-  return runner('ssh', sessionArgv(session, logsCommand(o.name, o.follow), o.tty === true), {
+  const tty = o.stdio === 'inherit' && o.tty === true;
+  return runner('ssh', sessionArgv(session, logsCommand(o.name, o.follow), tty), {
     stdio: o.stdio,
+    ...(o.onStdout ? { onStdout: o.onStdout } : {}),
+    ...(o.onStderr ? { onStderr: o.onStderr } : {}),
   });
 }

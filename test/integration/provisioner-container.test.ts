@@ -244,8 +244,25 @@ describe('provisioner container control against a real engine', { timeout: 300_0
     assert.equal(c.privileged, false);
   });
 
-  test('stop stops the container and keeps it; logs still show its output', async () => {
+  test('logs --follow streams while the container runs; stop stops it and keeps it', async () => {
+    let streamed = '';
+    let seen: () => void = () => undefined;
+    const firstLine = new Promise<void>((res) => (seen = res));
+    const following = containerLogs(runner, session, {
+      name,
+      follow: true,
+      stdio: 'pipe',
+      onStdout: (d) => {
+        streamed += d;
+        if (/^stack-b /m.test(streamed)) seen();
+      },
+    });
+    await firstLine;
     assert.deepEqual(await stopContainer(runner, session, name), { was: 'running' });
+    // The follow ends with the container.
+    const f = await following;
+    assert.equal(f.code, 0, f.stderr);
+    assert.equal(f.stdout, '', 'passed on, not kept');
     const { now, c } = await ours();
     assert.ok(c, 'still there');
     assert.equal(c.state, 'exited');
