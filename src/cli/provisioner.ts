@@ -1,4 +1,5 @@
 import { Command } from '@commander-js/extra-typings';
+import type { LockHolder } from '../core/lockfile.js';
 import { log, paint } from '../core/log.js';
 import { safeText } from '../core/safe-text.js';
 import type { Context } from './context.js';
@@ -36,7 +37,8 @@ function dockerCommand(ctx: Context): Command {
       const name = c.validateContainerName(o.name);
       const tar = c.chooseTar(tarArg, o.dockerTar);
       await c.checkHostTar(tar);
-      const { provisionerSession, hostDockerImagesDir } = await import('../provisioner/session.js');
+      const { provisionerSession, hostDockerImagesDir, withContainerLock } =
+        await import('../provisioner/session.js');
       const { loadLabConfig } = await import('../lab/config.js');
       const session = await provisionerSession(ctx.app, ctx.runner);
       const options = c.dockerRunOptions(
@@ -47,13 +49,19 @@ function dockerCommand(ctx: Context): Command {
         log.warn(
           `without ${[o.networkHost ? '' : '--network-host', o.privileged ? '' : '--privileged'].filter(Boolean).join(' and ')} the stack cannot serve DHCP to the lab; starting as asked`,
         );
-      const r = await c.startContainer(ctx.runner, session, {
-        tar,
-        hostDockerImages: hostDockerImagesDir(ctx.app, session.vm),
-        name,
-        options,
-        onStep: (m) => log.info(m),
-      });
+      const r = await withContainerLock(
+        ctx.app,
+        'start',
+        () =>
+          c.startContainer(ctx.runner, session, {
+            tar,
+            hostDockerImages: hostDockerImagesDir(ctx.app, session.vm),
+            name,
+            options,
+            onStep: (m) => log.info(m),
+          }),
+        waiting,
+      );
       for (const w of r.warnings) log.warn(w);
       const replaced = r.previous
         ? `; it replaced the previous container (${r.previous.image || 'unknown image'})`
@@ -70,10 +78,15 @@ function dockerCommand(ctx: Context): Command {
     .action(async (nameArg) => {
       const c = await import('../provisioner/container.js');
       const name = c.validateContainerName(nameArg);
-      const { provisionerSession } = await import('../provisioner/session.js');
+      const { provisionerSession, withContainerLock } = await import('../provisioner/session.js');
       const session = await provisionerSession(ctx.app, ctx.runner);
       log.info(`Stopping '${name}' in the provisioner '${session.name}'`);
-      const { was } = await c.stopContainer(ctx.runner, session, name);
+      const { was } = await withContainerLock(
+        ctx.app,
+        'stop',
+        () => c.stopContainer(ctx.runner, session, name),
+        waiting,
+      );
       if (was === 'exited' || was === 'created' || was === 'stopped')
         log.info(`Container '${name}' was not running (${safeText(was)})`);
       else log.success(`Container '${name}' stopped`);
@@ -137,6 +150,13 @@ function dockerCommand(ctx: Context): Command {
     });
 
   return docker;
+}
+
+/** Said once when another pvmlab holds the container lock. */
+function waiting(holder: LockHolder): void {
+  log.info(
+    `waiting for ${holder.operation ? `'pvmlab ${holder.operation.replace(/-/g, ' ')}'` : 'another pvmlab'} (pid ${holder.pid}) to finish`,
+  );
 }
 
 /** `2024-05-01 10:30:54 UTC` from an RFC 3339 time; `-` when never. */

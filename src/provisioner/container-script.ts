@@ -54,10 +54,24 @@ export function shQuote(word: string): string {
 
 const e = SCRIPT_EXIT;
 
+/** The shell function that finds the image name in `docker load`'s output (tested on its own). */
+export const LOADED_IMAGE_FN = `# The image docker load names: "Loaded image: NAME" (docker, podman), "Loaded image(s): A,B"
+# (older podman), else "Loaded image ID: sha256:..." (docker, an untagged image).
+loaded_image() {
+  lines=$(printf '%s\\n' "$1" | tr '\\r' '\\n')
+  loaded=$(printf '%s\\n' "$lines" | sed -n -e 's/^Loaded image: //p' -e 's/^Loaded image(s): //p' | head -n 1 | cut -d, -f1)
+  [ -n "$loaded" ] || loaded=$(printf '%s\\n' "$lines" | sed -n 's/^Loaded image ID: //p' | head -n 1)
+  printf '%s' "$loaded" | tr -d ' \\t'
+}
+`;
+
 /** The script's text; the constants above are written into it, so both sides agree. */
 export const CONTAINER_SCRIPT = `#!/bin/sh
 # pvmlab: control of the pxeboot stack container (run as root: sh -s -- <action> [args]).
 set -u
+# A client that goes away (Ctrl-C, a dropped connection) must not cut a replacement in half:
+# the work goes on to the end, with nobody to read what it says.
+trap '' HUP PIPE
 
 STATUS_FORMAT=${shQuote(STATUS_FORMAT)}
 PREVIOUS_SUFFIX=${shQuote(PREVIOUS_SUFFIX)}
@@ -91,15 +105,7 @@ is_up() {
   [ "$1" = running ] || [ "$1" = restarting ] || [ "$1" = paused ]
 }
 
-# The image docker load names: "Loaded image: NAME" (docker, podman), "Loaded image(s): A,B"
-# (older podman), else "Loaded image ID: sha256:..." (docker, an untagged image).
-loaded_image() {
-  lines=$(printf '%s\\n' "$1" | tr '\\r' '\\n')
-  loaded=$(printf '%s\\n' "$lines" | sed -n -e 's/^Loaded image: //p' -e 's/^Loaded image(s): //p' | head -n 1 | cut -d, -f1)
-  [ -n "$loaded" ] || loaded=$(printf '%s\\n' "$lines" | sed -n 's/^Loaded image ID: //p' | head -n 1)
-  printf '%s' "$loaded" | tr -d ' \\t'
-}
-
+${LOADED_IMAGE_FN}
 do_start() {
   tar='' name='' make_dir=''
   while [ $# -gt 0 ]; do

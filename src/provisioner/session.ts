@@ -1,4 +1,6 @@
+import { join } from 'node:path';
 import { PvmlabError } from '../core/errors.js';
+import { withLock, type LockHolder } from '../core/lockfile.js';
 import type { Runner } from '../core/exec.js';
 import { labDirs, vmFiles } from '../core/paths.js';
 import type { VmDefinition } from '../core/vmdef.js';
@@ -38,4 +40,24 @@ export async function provisionerSession(
     );
   const target = sshTargetFor(vm, undefined, false);
   return { name: vm.name, vm, key: (await labSshKey(app)).path, target };
+}
+
+/**
+ * One change to the provisioner's container at a time from this lab (two starts would race
+ * between load and run); a second one waits for the first.
+ */
+export function withContainerLock<T>(
+  app: string,
+  operation: 'start' | 'stop',
+  fn: () => Promise<T>,
+  onWait?: (holder: LockHolder) => void,
+): Promise<T> {
+  return withLock(join(labDirs(app).locks, 'provisioner-container.lock'), fn, {
+    operation: `provisioner-docker-${operation}`,
+    what: "the provisioner's container",
+    command: (op) => `pvmlab ${op.replace(/-/g, ' ')}`,
+    // A start may be loading a large image.
+    timeoutMs: 25 * 60_000,
+    ...(onWait ? { onWait } : {}),
+  });
 }

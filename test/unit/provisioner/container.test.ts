@@ -11,6 +11,7 @@ import type { VmDefinition } from '../../../src/core/vmdef.js';
 import { defaultLabConfig } from '../../../src/lab/config.js';
 import {
   CONTAINER_SCRIPT,
+  LOADED_IMAGE_FN,
   PREVIOUS_SUFFIX,
   SCRIPT_EXIT,
   STATUS_FORMAT,
@@ -236,6 +237,29 @@ describe('the container script', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+  it("finds the image in docker's and podman's load output", async () => {
+    const loaded = async (output: string) =>
+      (await sh('sh', ['-c', `${LOADED_IMAGE_FN}\nloaded_image "$1"`, 'sh', output])).stdout;
+    // docker, replacing an image of the same tag
+    assert.equal(
+      await loaded(
+        'The image pxeboot_stack:latest already exists, renaming the old one with ID sha256:aa to empty string\r\n' +
+          'Loaded image: pxeboot_stack:latest\n',
+      ),
+      'pxeboot_stack:latest',
+    );
+    // docker, an untagged image
+    assert.equal(await loaded('Loaded image ID: sha256:0123abcd\n'), 'sha256:0123abcd');
+    // podman 4, after its progress lines; older podman's list
+    assert.equal(
+      await loaded('Getting image source signatures\nCopying blob sha256:db\nLoaded image: localhost/x:1\n'),
+      'localhost/x:1',
+    );
+    assert.equal(await loaded('Loaded image(s): localhost/a:1,localhost/b:2\n'), 'localhost/a:1');
+    // several tags: the first
+    assert.equal(await loaded('Loaded image: a:1\nLoaded image: a:2\n'), 'a:1');
+    assert.equal(await loaded('open /x.tar: no such file\n'), '');
   });
   it('carries the status template and the exit codes', () => {
     assert.ok(CONTAINER_SCRIPT.includes(`STATUS_FORMAT=${shQuote(STATUS_FORMAT)}`));
