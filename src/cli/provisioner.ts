@@ -45,9 +45,12 @@ function dockerCommand(ctx: Context): Command {
         { networkHost: o.networkHost, privileged: o.privileged },
         c.stackEnv(session.vm, await loadLabConfig(ctx.app)),
       );
-      if (!o.networkHost || !o.privileged)
+      const missing = [o.networkHost ? '' : '--network-host', o.privileged ? '' : '--privileged'].filter(
+        Boolean,
+      );
+      if (missing.length)
         log.warn(
-          `without ${[o.networkHost ? '' : '--network-host', o.privileged ? '' : '--privileged'].filter(Boolean).join(' and ')} the stack cannot serve DHCP to the lab; starting as asked`,
+          `the stack needs --network-host and --privileged to serve the lab; starting without ${missing.join(' and ')}, as asked`,
         );
       const r = await withContainerLock(
         ctx.app,

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { readPidFile } from '../../../src/qemu/process.js';
 import { runCli, tempHome } from '../../helpers/cli.js';
+import { freePort } from '../../helpers/ports.js';
+import { execStatus, killQuietly } from '../../helpers/qemu.js';
 
 describe('pvmlab provisioner docker', () => {
   let home: string;
@@ -70,20 +73,68 @@ describe('pvmlab provisioner docker', () => {
     assert.ok(!existsSync(join(app, 'docker_images')));
   });
 
-  test('a provisioner that is not running: exit 1, named, with how to start it; nothing copied', async () => {
-    await mkdir(join(app, 'vms'), { recursive: true });
-    await writeFile(
-      join(app, 'vms', 'prov.json'),
-      JSON.stringify({
-        name: 'prov',
-        role: 'provisioner',
-        arch: 'x86_64',
-        ip: '192.168.100.1',
-        subnet: '192.168.100.0/24',
-        mac: '52:54:00:00:00:01',
-        ssh_port: 40022,
-      }),
+  const writeProvisioner = (sshPort: number) =>
+    mkdir(join(app, 'vms'), { recursive: true }).then(() =>
+      writeFile(
+        join(app, 'vms', 'prov.json'),
+        JSON.stringify({
+          name: 'prov',
+          role: 'provisioner',
+          arch: 'x86_64',
+          ip: '192.168.100.1',
+          subnet: '192.168.100.0/24',
+          mac: '52:54:00:00:00:01',
+          ssh_port: sshPort,
+        }),
+      ),
     );
+
+  test(
+    'a running provisioner that SSH cannot reach: exit 1, naming vm shell',
+    { timeout: 60_000 },
+    async (t) => {
+      // A real QEMU (no machine) holding the provisioner's pid file is what "running" means;
+      // nothing listens on its SSH port, so the real ssh fails to connect (on loopback).
+      await writeProvisioner(await freePort());
+      const pidFile = join(app, 'pids', 'prov.pid');
+      await mkdir(join(app, 'pids'), { recursive: true });
+      t.after(async () => killQuietly(await readPidFile(pidFile).catch(() => undefined)));
+      const q = await execStatus('qemu-system-x86_64', [
+        '-machine',
+        'none',
+        '-display',
+        'none',
+        '-nodefaults',
+        '-daemonize',
+        '-pidfile',
+        pidFile,
+      ]);
+      assert.equal(q.code, 0, q.stderr);
+
+      const r = await cli(['start', tar, '--network-host', '--privileged']);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        /cannot reach the provisioner 'prov' over SSH; 'pvmlab vm shell prov' shows why/,
+      );
+      assert.match(r.stderr, /Connection refused/);
+      // The tar was put in the share first (atomically: no temp file left), and no lock is left.
+      assert.deepEqual(await readdir(join(app, 'docker_images')), ['pxeboot_stack.tar']);
+      assert.equal(
+        await readFile(join(app, 'docker_images', 'pxeboot_stack.tar'), 'utf8'),
+        'not really an image',
+      );
+      assert.deepEqual(await readdir(join(app, 'locks')), []);
+      for (const args of [['stop'], ['status'], ['logs']]) {
+        const s = await cli(args);
+        assert.equal(s.code, 1, `${args.join(' ')}: ${s.stderr}`);
+        assert.match(s.stderr, /cannot reach the provisioner 'prov' over SSH/);
+      }
+    },
+  );
+
+  test('a provisioner that is not running: exit 1, named, with how to start it; nothing copied', async () => {
+    await writeProvisioner(40022);
     for (const args of [['start', tar, '--network-host', '--privileged'], ['stop'], ['status'], ['logs']]) {
       const r = await cli(args);
       assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
