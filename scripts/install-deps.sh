@@ -23,6 +23,7 @@ TEST=(
   atftp                                       # a real TFTP client
   isc-dhcp-client ndisc6                      # a real DHCPv6 client (dhclient -6) and RA dump (rdisc6)
   nginx-light wrk                             # the boot server's benchmark: nginx baseline, wrk load
+  podman runc                                 # a real container engine for the provisioner's container scripts
 )
 
 pkgs=("${RUNTIME[@]}")
@@ -55,6 +56,21 @@ if ! grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 && [[ $(uname -m)
     echo "install-deps: binfmt_misc runs aarch64 programs through qemu-aarch64-static"
   else
     echo "install-deps: warning: cannot register qemu-aarch64 in binfmt_misc; aarch64 distros cannot be built here" >&2
+  fi
+fi
+
+# podman here: crun fails on some kernels (the tests ask for runc), and the default ulimits
+# cannot always be set; an empty list keeps the process's own.
+if [[ "${1:-}" == "--test" ]]; then
+  conf=/etc/containers/containers.conf
+  if ! grep -qs '^default_ulimits = \[\]' "$conf"; then
+    mkdir -p /etc/containers
+    if grep -qs '^\[containers\]' "$conf"; then
+      sed -i '/^\[containers\]/a default_ulimits = []' "$conf"
+    else
+      printf '[containers]\ndefault_ulimits = []\n' >>"$conf"
+    fi
+    echo "install-deps: $conf: default_ulimits = []"
   fi
 fi
 

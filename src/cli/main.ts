@@ -7,11 +7,11 @@ import { bashCompletion, commandTree, fishCompletion, zshCompletion } from './co
 import { defaultContext, type Context } from './context.js';
 import { distroCommand } from './distro.js';
 import { networkCommand, socketVmnetCommand, systemCommand } from './network.js';
+import { provisionerCommand } from './provisioner.js';
 import { safeLines, safeText } from '../core/safe-text.js';
 import { cleanCommand, setupCommand } from './setup.js';
 import { stackCommand } from './stack.js';
 import { vmCommand } from './vm.js';
-import { provisionerCommand } from './provisioner.js';
 import { addProvisionerCreate } from './provisioner-create.js';
 
 declare const PVMLAB_VERSION: string;

@@ -13,6 +13,13 @@ export interface RunOptions {
   /** 'inherit' hands the terminal to the child (ssh, tail -f, interactive QEMU). */
   stdio?: 'pipe' | 'inherit';
   signal?: AbortSignal;
+  /**
+   * With 'pipe': each chunk of output as it arrives, for a caller that streams it on (and can
+   * tell when its own reader has gone, which a child writing to an inherited pipe cannot).
+   * Output passed on is not kept in the result.
+   */
+  onStdout?: (chunk: string) => void;
+  onStderr?: (chunk: string) => void;
 }
 
 export interface RunResult {
@@ -42,8 +49,9 @@ export const run: Runner = async (command, args, options = {}) => {
     let stdout = '';
     let stderr = '';
     let timedOut = false;
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const { onStdout, onStderr } = options;
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (onStdout ? onStdout(d) : (stdout += d)));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (onStderr ? onStderr(d) : (stderr += d)));
     if (child.stdin) {
       child.stdin.on('error', () => undefined); // a child that exits early closes its stdin
       child.stdin.end(options.input ?? '');

@@ -28,7 +28,7 @@ import {
 } from '../lab/validate.js';
 import { createOverlayDisk, imageInfo } from '../qemu/img.js';
 import { ensureProvisionerImage, installImage } from './image.js';
-import { stackRunOptions } from './run-options.js';
+import { dockerRunOptions, stackEnv } from './container.js';
 
 export interface ProvisionerRequest {
   name: string;
@@ -259,7 +259,7 @@ export async function createProvisioner(d: Deps, req: ProvisionerRequest): Promi
         dhcpRangeEnd: lab.config.dhcp_range_end,
         sshPublicKey: key.publicKey,
         stackTar,
-        bootRunOptions: stackRunOptions(vm, lab, { networkHost: true, privileged: true }),
+        bootRunOptions: dockerRunOptions({ networkHost: true, privileged: true }, stackEnv(vm, lab.config)),
       });
       created.push(files.seedDir);
       await fs.mkdir(files.seedDir, { recursive: true });

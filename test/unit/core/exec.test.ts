@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { PvmlabError } from '../../../src/core/errors.js';
 import { run, runChecked, startProcess, which } from '../../../src/core/exec.js';
@@ -9,6 +12,32 @@ test('run: output, exit code, input, timeout', async () => {
   const slow = await run('sleep', ['5'], { timeoutMs: 100 });
   assert.deepEqual([slow.timedOut, slow.signal], [true, 'SIGKILL']);
   await assert.rejects(run('pvmlab-no-such-command', []), /pvmlab-no-such-command: command not found/);
+});
+
+test('run: onStdout/onStderr receive the output as it comes, before the exit', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pvmlab-exec-'));
+  const out: string[] = [];
+  const err: string[] = [];
+  try {
+    // The child waits until its first line has been seen: streamed, not handed over at the end.
+    const r = await run(
+      'sh',
+      ['-c', 'mkfifo "$1/go"; echo first; echo warn >&2; read x < "$1/go"; echo "second $x"', 'sh', dir],
+      {
+        onStdout: (d) => {
+          out.push(d);
+          if (d.includes('first')) void writeFile(join(dir, 'go'), 'go\n');
+        },
+        onStderr: (d) => err.push(d),
+        timeoutMs: 10_000,
+      },
+    );
+    assert.deepEqual([r.code, r.stdout, r.stderr], [0, '', '']);
+    assert.equal(out.join(''), 'first\nsecond go\n');
+    assert.equal(err.join(''), 'warn\n');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('runChecked: a non-zero exit becomes an error with the tail of the output', async () => {

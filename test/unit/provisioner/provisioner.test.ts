@@ -17,7 +17,6 @@ import {
   provisionerRecipe,
   recipeKey,
 } from '../../../src/provisioner/image.js';
-import { stackRunOptions } from '../../../src/provisioner/run-options.js';
 import { provisionerBoot, strayAddressArgv } from '../../../src/provisioner/start.js';
 import type { VmDefinition } from '../../../src/core/vmdef.js';
 
@@ -137,24 +136,6 @@ test('boot script: leaves an existing container to docker, loads and runs the ta
   assert.match(s, /tar='\/mnt\/host\/docker_images\/it'\\''s\.tar'/);
   assert.match(s, /docker run -d --name pxeboot_stack --network host -e 'A=b c' "\$image"/);
   assert.match(stackBootScript({ stackTar: '', bootRunOptions: [] }), /^tar=''$/m);
-});
-
-test('docker run options: the flags given, then the env and mounts the image needs', () => {
-  const prov: VmDefinition = {
-    name: 'prov',
-    role: 'provisioner',
-    arch: 'x86_64',
-    ip: '192.168.100.1',
-    subnet: '192.168.100.0/24',
-    mac: '52:54:00:aa:bb:cc',
-  };
-  const o = stackRunOptions(prov, lab, { networkHost: true, privileged: true });
-  assert.deepEqual(o.slice(0, 5), ['--restart', 'unless-stopped', '--network', 'host', '--privileged']);
-  assert.ok(o.includes('PROVISIONER_IP=192.168.100.1/24'));
-  assert.ok(o.includes('DHCP_RANGE_START=192.168.100.100'));
-  assert.ok(o.includes('/mnt/host/images:/www/images:ro'));
-  const none = stackRunOptions(prov, lab, { networkHost: false, privileged: false });
-  assert.ok(!none.includes('--privileged') && !none.includes('host'));
 });
 
 test('provisionerBoot: kernel files inside images/ only, shares from the definition, uplink MAC', () => {
