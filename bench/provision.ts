@@ -95,7 +95,22 @@ export type ProvisionResult =
       phases: Phase[];
       installer: Phase[];
       perRun: ProvisionRun[];
+      /** The same install served by the pxeboot_stack container in the provisioner VM. */
+      container?: ContainerRun | { error: string };
     };
+
+/** The containerised install (BENCH_PROVISION_CONTAINER=0 leaves it out). */
+export interface ContainerRun {
+  /** `vm start` called → `ready`, served by the container. */
+  provisionSeconds: number;
+  phases: Phase[];
+  installer: Phase[];
+  /** Against the floor and the native stack's install of this same run. */
+  ratio: number;
+  vsNative: number;
+  /** What it takes to get there: the provisioner's start to cloud-init's end, the image, docker start. */
+  setup: { provisionerStartSeconds: number; makeTarSeconds: number; dockerStartSeconds: number };
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -290,6 +305,49 @@ export async function provisionScenario(
     return /powered off/.test(r.stderr) ? 'powered off' : 'forced';
   };
 
+  /**
+   * The same blank install, served by the pxeboot_stack container in the provisioner VM instead
+   * of the native stack: the provisioner started, the image built, the container started, then
+   * the subject timed as above.
+   */
+  const containerRun = async (floorSeconds: number, nativeSeconds: number): Promise<ContainerRun> => {
+    await ok(['stack', 'stop']);
+    await ok(['vm', 'clean', VM]);
+    progress('provision (container): provisioner create (image from the cache, or built)');
+    const ip = SUBNET.replace(/\.0\/24$/, '.1/24');
+    const created = await pvmlab(home, undefined, ['provisioner', 'create', 'prov', '--ip', ip], 60 * 60_000);
+    if (created.code !== 0) throw new Error(`provisioner create exited ${created.code}:\n${created.stderr}`);
+    let t = process.hrtime.bigint();
+    progress('provision (container): vm start prov --wait');
+    await ok(['vm', 'start', 'prov', '--wait'], START_TIMEOUT_MS);
+    const provisionerStartSeconds = since(t);
+    t = process.hrtime.bigint();
+    progress('provision (container): make -C pxeboot_stack tar');
+    execFileSync('make', ['-C', 'pxeboot_stack', 'tar'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const makeTarSeconds = since(t);
+    t = process.hrtime.bigint();
+    progress('provision (container): provisioner docker start');
+    const tar = 'pxeboot_stack/pxeboot_stack.tar';
+    await ok(['provisioner', 'docker', 'start', tar, '--network-host', '--privileged'], START_TIMEOUT_MS);
+    const dockerStartSeconds = since(t);
+    await ok(['vm', 'create', VM, '--pxeboot']);
+    progress(`provision (container): vm start ${VM} --wait (load ${loadavg()[0]?.toFixed(2)})`);
+    const startedAt = new Date();
+    await ok(['vm', 'start', VM, '--wait'], START_TIMEOUT_MS);
+    const p = provisionPhases(await events(VM), startedAt);
+    if (p.phases.length !== 4 || p.total === undefined)
+      throw new Error(`the timeline lacks a stretch: ${JSON.stringify(p)}`);
+    progress(`provision (container): ${p.total.toFixed(1)} s (native ${nativeSeconds.toFixed(1)} s)`);
+    return {
+      provisionSeconds: p.total,
+      phases: p.phases,
+      installer: p.installer,
+      ratio: p.total / floorSeconds,
+      vsNative: p.total / nativeSeconds,
+      setup: { provisionerStartSeconds, makeTarSeconds, dockerStartSeconds },
+    };
+  };
+
   try {
     // From the build cache (built there, from Debian's mirror, on a miss): outside the namespace.
     progress('provision: distro pull debian-12 (cache)');
@@ -373,6 +431,17 @@ export async function provisionScenario(
         `${tag}: ${run.provisionSeconds.toFixed(1)} s vs floor ${run.floorSeconds.toFixed(1)} s = ${run.ratio.toFixed(2)}x${pristine ? ` (pristine floor ${pristine.seconds.toFixed(1)} s)` : ''} (load ${load.end[0]?.toFixed(2)})`,
       );
     }
+    const floorMedian = median(perRun.map((r) => r.floorSeconds));
+    const nativeMedian = median(perRun.map((r) => r.provisionSeconds));
+    let container: ContainerRun | { error: string } | undefined;
+    if (process.env.BENCH_PROVISION_CONTAINER !== '0') {
+      try {
+        container = await containerRun(floorMedian, nativeMedian);
+      } catch (err) {
+        container = { error: (err as Error).message.slice(0, 2000) };
+        progress(`provision (container): failed: ${container.error}`);
+      }
+    }
     return {
       name: 'provision: vm start --wait → ready, blank PXE target (debian-12)',
       baseline: "the installed disk booted directly to cloud-init's end (floor)",
@@ -387,6 +456,7 @@ export async function provisionScenario(
       phases: medianPhases(perRun.map((r) => r.phases)),
       installer: medianPhases(perRun.map((r) => r.installer)),
       perRun,
+      ...(container ? { container } : {}),
     };
   } finally {
     await cli(['clean'], 180_000).catch(() => undefined);
@@ -419,5 +489,13 @@ export function formatProvision(r: ProvisionResult): string[] {
         `    pristine floor (never-booted disk, load ${load(x.pristine.load)}): ${x.pristine.seconds.toFixed(1)} s; ${x.pristine.boot.systemd ?? x.pristine.boot.error ?? '?'}`,
       );
   });
+  const c = r.container;
+  if (c && 'error' in c)
+    lines.push(`  through the provisioner's container: failed: ${c.error.split('\n')[0] ?? ''}`);
+  else if (c)
+    lines.push(
+      `  through the provisioner's container: ${c.provisionSeconds.toFixed(1)} s = ${c.ratio.toFixed(2)}x the floor, ${c.vsNative.toFixed(2)}x the native stack; stretches: ${c.phases.map(part).join(' | ')}`,
+      `    setup: provisioner start ${c.setup.provisionerStartSeconds.toFixed(1)} s, make tar ${c.setup.makeTarSeconds.toFixed(1)} s, docker start ${c.setup.dockerStartSeconds.toFixed(1)} s`,
+    );
   return lines;
 }

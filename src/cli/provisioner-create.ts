@@ -17,7 +17,10 @@ export function addProvisionerCreate(parent: Command, ctx: Context): void {
     .option('--disk-size <size>', 'disk size', '15G')
     .option('--arch <arch>', "'x86_64' or 'aarch64' (default: the host's)")
     .option('--docker-pxeboot-stack-tar <tar>', 'a pxeboot_stack image tar to load and run at first boot')
-    .option('--docker-images-path <dir>', 'host directory shared as /mnt/host/docker_images (default: ~/.pvmlab/docker_images)')
+    .option(
+      '--docker-images-path <dir>',
+      'host directory shared as /mnt/host/docker_images (default: ~/.pvmlab/docker_images)',
+    )
     .option('--vms-path <dir>', 'host directory shared as /mnt/host/vms (default: ~/.pvmlab/vms)')
     .option('--image <qcow2>', 'boot this disk image instead of the one built from Debian packages')
     .option('--memory <size>', 'memory in MiB (or with a unit, e.g. 4G)', '4096')

@@ -178,7 +178,8 @@ async function launch(
  * on the Linux bridge, the native stack must not be running and its address on the bridge goes.
  */
 async function prepareProvisioner(ctx: Context, vm: VmDefinition, config: LabConfig) {
-  const { freeLoopbackPort, provisionerBoot, releaseBridgeAddresses } = await import('../provisioner/start.js');
+  const { freeLoopbackPort, provisionerBoot, releaseBridgeAddresses } =
+    await import('../provisioner/start.js');
   if ((ctx.env.PVMLAB_NETWORK ?? config.network) === 'bridge') {
     const { stackProcess } = await import('../lab/stack-service.js');
     const native = await stackProcess(ctx.app, ctx.runner);
@@ -187,10 +188,12 @@ async function prepareProvisioner(ctx: Context, vm: VmDefinition, config: LabCon
         `the native stack (pid ${native.pid}) serves this lab; the provisioner's container would be a second DHCP server on it: pvmlab stack stop, then start '${vm.name}'`,
       );
     const released = await releaseBridgeAddresses(ctx.runner, config.bridge, vm);
-    if (released.length) log.info(`Removed ${released.join(', ')} from ${config.bridge}: the provisioner holds it now`);
+    if (released.length)
+      log.info(`Removed ${released.join(', ')} from ${config.bridge}: the provisioner holds it now`);
   }
   const sshPort = await freeLoopbackPort(vm.ssh_port);
-  if (sshPort !== vm.ssh_port) await withLabLock(ctx.app, () => saveVm(ctx.app, { ...vm, ssh_port: sshPort }));
+  if (sshPort !== vm.ssh_port)
+    await withLabLock(ctx.app, () => saveVm(ctx.app, { ...vm, ssh_port: sshPort }));
   return provisionerBoot(ctx.app, vm, sshPort);
 }
 

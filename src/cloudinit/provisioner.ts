@@ -63,7 +63,11 @@ export function provisionerMetaData(s: ProvisionerSeedInput): string {
  * forwarding rules go into DOCKER-USER, which it evaluates first and never flushes.
  */
 export function natScript(s: Pick<ProvisionerSeedInput, 'subnet' | 'subnet6'>): string {
-  const lines = ['#!/bin/sh', '# Written by pvmlab: the lab reaches the outside through this machine.', 'set -e'];
+  const lines = [
+    '#!/bin/sh',
+    '# Written by pvmlab: the lab reaches the outside through this machine.',
+    'set -e',
+  ];
   const rules = (ipt: string, net: string) => [
     `${ipt} -t nat -C POSTROUTING -s ${net} ! -d ${net} -j MASQUERADE 2>/dev/null || ${ipt} -t nat -A POSTROUTING -s ${net} ! -d ${net} -j MASQUERADE`,
     `${ipt} -N DOCKER-USER 2>/dev/null || true`,
@@ -139,9 +143,12 @@ export function provisionerUserData(s: ProvisionerSeedInput): string {
   const doc = {
     ...base,
     users,
-    // growpart has no partition to grow: the file system is the whole disk.
-    growpart: { mode: 'off' },
+    // growpart has no partition to grow: the file system is the whole disk. (`mode: off` would
+    // read as the boolean false in cloud-init's YAML 1.1; `devices: []` says it plainly.)
+    growpart: { devices: [] },
     resize_rootfs: true,
+    // RSA host keys take seconds to generate under emulation; ed25519 and ECDSA are enough.
+    ssh_genkeytypes: ['ed25519', 'ecdsa'],
     mounts: [
       [SHARES.vms.tag, SHARES.vms.path, '9p', NINEP_OPTS, '0', '0'],
       [SHARES.images.tag, SHARES.images.path, '9p', `${NINEP_OPTS},ro`, '0', '0'],

@@ -129,7 +129,9 @@ async function checkRequest(req: ProvisionerRequest): Promise<void> {
   if (req.stackTar !== undefined) {
     const st = await fs.stat(req.stackTar).catch(() => undefined);
     if (!st?.isFile())
-      throw new UsageError(`--docker-pxeboot-stack-tar ${req.stackTar}: no such file (make -C pxeboot_stack tar builds it)`);
+      throw new UsageError(
+        `--docker-pxeboot-stack-tar ${req.stackTar}: no such file (make -C pxeboot_stack tar builds it)`,
+      );
   }
   if (req.image !== undefined) {
     const st = await fs.stat(req.image).catch(() => undefined);
@@ -275,7 +277,9 @@ export async function createProvisioner(d: Deps, req: ProvisionerRequest): Promi
       await saveVm(d.app, vm);
       return vm;
     } catch (err) {
-      await Promise.all(created.map((p) => fs.rm(p, { recursive: true, force: true }).catch(() => undefined)));
+      await Promise.all(
+        created.map((p) => fs.rm(p, { recursive: true, force: true }).catch(() => undefined)),
+      );
       if (err instanceof UsageError || err instanceof PvmlabError) throw err;
       throw new PvmlabError(`creating provisioner '${req.name}' failed: ${(err as Error).message}`, {
         cause: err,

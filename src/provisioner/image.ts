@@ -15,7 +15,13 @@ import { PvmlabError } from '../core/errors.js';
 import { runChecked, startProcess, type Runner } from '../core/exec.js';
 import { writeFileAtomic } from '../core/fsutil.js';
 import { cacheDir } from '../core/paths.js';
-import { DEFAULT_MIRROR, debianArch, enableNetworkdArgv, genericise, mmdebstrapArgv } from '../distro/debian.js';
+import {
+  DEFAULT_MIRROR,
+  debianArch,
+  enableNetworkdArgv,
+  genericise,
+  mmdebstrapArgv,
+} from '../distro/debian.js';
 import { findKernel, imageSizesMiB, mke2fsArgv } from '../distro/rootfs.js';
 import type { Arch } from '../lab/validate.js';
 import * as v from 'valibot';
@@ -185,7 +191,16 @@ export async function ensureProvisionerImage(o: BuildOptions): Promise<Provision
     // Room to start with; cloud-init grows the file system to the disk at first boot.
     const size = (imageSizesMiB(used)[1] ?? 2048) + 512;
     await runChecked(o.runner, 'mke2fs', mke2fsArgv(root, raw, size, ROOT_LABEL));
-    await runChecked(o.runner, 'qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, join(out, 'disk.qcow2')]);
+    await runChecked(o.runner, 'qemu-img', [
+      'convert',
+      '-q',
+      '-f',
+      'raw',
+      '-O',
+      'qcow2',
+      raw,
+      join(out, 'disk.qcow2'),
+    ]);
     const manifest = {
       schema_version: 1 as const,
       arch: o.arch,

@@ -75,7 +75,14 @@ export function strayAddressArgv(
 ): string[][] {
   return held
     .filter((a) => a.local === vm.ip || (vm.ipv6 !== undefined && a.local === vm.ipv6))
-    .map((a) => [...(a.family === 'inet6' ? ['-6'] : []), 'addr', 'del', `${a.local}/${a.prefixlen}`, 'dev', bridge]);
+    .map((a) => [
+      ...(a.family === 'inet6' ? ['-6'] : []),
+      'addr',
+      'del',
+      `${a.local}/${a.prefixlen}`,
+      'dev',
+      bridge,
+    ]);
 }
 
 /**
@@ -91,7 +98,9 @@ export async function releaseBridgeAddresses(
   if (r.code !== 0) return []; // no bridge yet: nothing to release
   let held: { family: string; local: string; prefixlen: number }[] = [];
   try {
-    const links = JSON.parse(r.stdout) as { addr_info?: { family: string; local: string; prefixlen: number }[] }[];
+    const links = JSON.parse(r.stdout) as {
+      addr_info?: { family: string; local: string; prefixlen: number }[];
+    }[];
     held = links.flatMap((l) => l.addr_info ?? []);
   } catch {
     return [];

@@ -42,7 +42,11 @@ describe('e2e: the provisioner VM and its pxeboot_stack container', { timeout: 6
   };
   const ok = async (args: string[], timeoutMs?: number, vm?: string) => {
     const r = await cli(args, timeoutMs);
-    assert.equal(r.code, 0, `pvmlab ${args.join(' ')} exited ${r.code}:\n${r.stdout}\n${r.stderr}\n${context(vm)}`);
+    assert.equal(
+      r.code,
+      0,
+      `pvmlab ${args.join(' ')} exited ${r.code}:\n${r.stdout}\n${r.stderr}\n${context(vm)}`,
+    );
     return r;
   };
   /** Run a stage, print how long it took. */
@@ -62,7 +66,11 @@ describe('e2e: the provisioner VM and its pxeboot_stack container', { timeout: 6
   const stackContainer = async () => (await status()).find((c) => c.name === 'pxeboot_stack');
   const makeTar = () => {
     const r = spawnSync('make', ['-C', 'pxeboot_stack', 'tar'], { encoding: 'utf8', timeout: 40 * 60_000 });
-    assert.equal(r.status, 0, `make -C pxeboot_stack tar:\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`);
+    assert.equal(
+      r.status,
+      0,
+      `make -C pxeboot_stack tar:\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`,
+    );
     assert.ok(existsSync(TAR));
   };
 
@@ -108,7 +116,10 @@ describe('e2e: the provisioner VM and its pxeboot_stack container', { timeout: 6
     assert.match(await shell('prov', 'docker', 'info', '--format', '{{.ServerVersion}}'), /^\d+\.\d+/);
     assert.match(await shell('prov', 'ls', '/mnt/host/vms'), /prov\.json/);
     assert.match(await shell('prov', 'ls', '/mnt/host/images'), /debian-12/);
-    assert.match(await shell('prov', 'ip', '-4', '-o', 'addr'), new RegExp(`inet ${PROV_IP.replaceAll('.', '\\.')}/24`));
+    assert.match(
+      await shell('prov', 'ip', '-4', '-o', 'addr'),
+      new RegExp(`inet ${PROV_IP.replaceAll('.', '\\.')}/24`),
+    );
     assert.equal((await shell('prov', 'cat', '/proc/sys/net/ipv4/ip_forward')).trim(), '1');
     assert.match(await shell('prov', 'sudo', 'iptables', '-t', 'nat', '-S', 'POSTROUTING'), /MASQUERADE/);
   });
@@ -123,7 +134,14 @@ describe('e2e: the provisioner VM and its pxeboot_stack container', { timeout: 6
     const text = (await ok(['provisioner', 'docker', 'status'])).stdout;
     assert.match(text, /pxeboot_stack/);
     // Exactly the options given reached docker run.
-    const inspect = await shell('prov', 'docker', 'inspect', '--format', '{{.HostConfig.NetworkMode}} {{.HostConfig.Privileged}}', 'pxeboot_stack');
+    const inspect = await shell(
+      'prov',
+      'docker',
+      'inspect',
+      '--format',
+      '{{.HostConfig.NetworkMode}} {{.HostConfig.Privileged}}',
+      'pxeboot_stack',
+    );
     assert.equal(inspect.trim(), 'host true');
     // The host reaches the stack on the lab network.
     const health = await fetchInNs(`http://${PROV_IP}/healthz`);
@@ -137,15 +155,20 @@ describe('e2e: the provisioner VM and its pxeboot_stack container', { timeout: 6
       ok(['vm', 'start', 't1', '--wait'], INSTALL_MS, 't1'),
     );
     assert.equal((await shell('t1', 'hostname')).trim(), 't1');
-    const evs = JSON.parse((await ok(['vm', 'events', 't1', '--json'])).stdout) as (PhaseEvent & { type: string })[];
+    const evs = JSON.parse((await ok(['vm', 'events', 't1', '--json'])).stdout) as (PhaseEvent & {
+      type: string;
+    })[];
     const phases = provisionPhases(evs, since);
     t.diagnostic(`t1 through the container: ${formatPhases(phases).replaceAll('\n', '; ')}`);
     timings.push(`t1 phases: ${formatPhases(phases).replaceAll('\n', '; ')}`);
     for (const type of ['dhcp.discover', 'tftp.sent', 'http.ipxe', 'installer.done', 'ready'])
-      assert.ok(evs.some((e) => e.type === type), `${type} in ${evs.map((e) => e.type).join(', ')}`);
+      assert.ok(
+        evs.some((e) => e.type === type),
+        `${type} in ${evs.map((e) => e.type).join(', ')}`,
+      );
     const logs = await shell('prov', 'docker', 'logs', 'pxeboot_stack');
     const mac = (JSON.parse(readFileSync(join(app, 'vms', 't1.json'), 'utf8')) as { mac: string }).mac;
-    assert.match(logs, new RegExp(`DHCP\\w* .*${mac}`, 'i'), 'the target DHCP in docker logs');
+    assert.match(logs, new RegExp(`DHCP\\w*\\(\\S+\\) .*${mac}`, 'i'), 'the target DHCP in docker logs');
   });
 
   test('the host without a lab address reaches the target through the provisioner (jump host)', async () => {
@@ -184,7 +207,10 @@ describe('e2e: the provisioner VM and its pxeboot_stack container', { timeout: 6
       }
     });
     const mac = (JSON.parse(readFileSync(join(app, 'vms', 't1.json'), 'utf8')) as { mac: string }).mac;
-    assert.match(await shell('prov', 'docker', 'logs', 'pxeboot_stack'), new RegExp(`DHCP\\w* .*${mac}`, 'i'));
+    assert.match(
+      await shell('prov', 'docker', 'logs', 'pxeboot_stack'),
+      new RegExp(`DHCP\\w*\\(\\S+\\) .*${mac}`, 'i'),
+    );
   });
 
   /** An HTTP GET from inside the namespace (the host's side of the lab bridge). */

@@ -41,11 +41,14 @@ test('provisionerAddresses: the lab subnet, not the host, network, broadcast, po
     ['fd00::1', /IPv4/],
   ];
   for (const [ip, re] of bad)
-    assert.throws(() => provisionerAddresses(lab, [{ name: 't1', ip: '192.168.100.7' }], ip), (e: Error) => {
-      assert.ok(e instanceof UsageError, `${ip}: ${e.message}`);
-      assert.match(e.message, re);
-      return true;
-    });
+    assert.throws(
+      () => provisionerAddresses(lab, [{ name: 't1', ip: '192.168.100.7' }], ip),
+      (e: Error) => {
+        assert.ok(e instanceof UsageError, `${ip}: ${e.message}`);
+        assert.match(e.message, re);
+        return true;
+      },
+    );
   const v6 = provisionerAddresses(lab, [], '192.168.100.1/24', 'fd00:cafe:babe::1/64');
   assert.deepEqual([v6.ipv6, v6.subnetv6, v6.prefix6], ['fd00:cafe:babe::1', 'fd00:cafe:babe::/64', 64]);
   assert.throws(() => provisionerAddresses(lab, [], '192.168.100.1', 'fd00::1'), /needs a prefix/);
@@ -124,7 +127,10 @@ test('provisioner seed: hostname, NICs matched by MAC, 9p mounts, units, the lab
 
 test('NAT script: masquerade the lab out, accept its forwarding in DOCKER-USER, idempotent (-C before -A/-I)', () => {
   const s = natScript(seed);
-  assert.match(s, /iptables -t nat -C POSTROUTING -s 192\.168\.100\.0\/24 ! -d 192\.168\.100\.0\/24 -j MASQUERADE/);
+  assert.match(
+    s,
+    /iptables -t nat -C POSTROUTING -s 192\.168\.100\.0\/24 ! -d 192\.168\.100\.0\/24 -j MASQUERADE/,
+  );
   assert.match(s, /ip6tables -C DOCKER-USER -s fd00:cafe:babe::\/64 -j ACCEPT/);
   for (const line of s.split('\n').filter((l) => / -[AI] /.test(l))) assert.match(line, / -C .*\|\| /);
   assert.doesNotMatch(natScript({ subnet: '10.1.0.0/16' }), /ip6tables/);
