@@ -70,7 +70,7 @@ function dockerCommand(ctx: Context): Command {
         ? `; it replaced the previous container (${r.previous.image || 'unknown image'})`
         : '';
       log.success(
-        `Container '${name}' started from ${safeText(r.image ?? 'the loaded image')} (${safeText((r.id ?? '').slice(0, 12))})${safeText(replaced)}`,
+        `Container '${name}' started from ${safeText(r.image ?? 'the loaded image')}${r.present ? ' (already loaded in the provisioner: not loaded again)' : ''} (${safeText((r.id ?? '').slice(0, 12))})${safeText(replaced)}`,
       );
     });
 

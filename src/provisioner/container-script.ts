@@ -54,6 +54,24 @@ export function shQuote(word: string): string {
 
 const e = SCRIPT_EXIT;
 
+/**
+ * The shell function that names the image a docker-archive holds when the engine already has it
+ * (its manifest's config digest is the image ID; the tag is set to it again), else prints nothing.
+ */
+export const PRESENT_IMAGE_FN = `present_image() {
+  manifest=$(tar -xOf "$1" manifest.json 2>/dev/null) || return 0
+  id=$(printf '%s' "$manifest" | grep -o '"Config":"[0-9a-f]\\{64\\}\\.json"' | head -n 1 | sed 's/.*:"//; s/\\.json"$//')
+  [ -n "$id" ] || return 0
+  docker image inspect "sha256:$id" >/dev/null 2>&1 || return 0
+  tag=$(printf '%s' "$manifest" | grep -o '"RepoTags":\\["[^"]*"' | head -n 1 | sed 's/.*\\["//; s/"$//')
+  if [ -n "$tag" ] && docker tag "sha256:$id" "$tag" >/dev/null 2>&1; then
+    printf '%s' "$tag"
+  else
+    printf 'sha256:%s' "$id"
+  fi
+}
+`;
+
 /** The shell function that finds the image name in `docker load`'s output (tested on its own). */
 export const LOADED_IMAGE_FN = `# The image docker load names: "Loaded image: NAME" (docker, podman), "Loaded image(s): A,B"
 # (older podman), else "Loaded image ID: sha256:..." (docker, an untagged image).
@@ -106,6 +124,7 @@ is_up() {
 }
 
 ${LOADED_IMAGE_FN}
+${PRESENT_IMAGE_FN}
 do_start() {
   tar='' name='' make_dir=''
   while [ $# -gt 0 ]; do
@@ -130,10 +149,17 @@ do_start() {
   engine_ready
   [ -f "$tar" ] || fail ${e.noTar} "$tar: no such file"
 
-  # Load first: a tar that does not load leaves the running container alone.
-  out=$(docker load -i "$tar" 2>&1) || fail ${e.loadFailed} "$out"
-  image=$(loaded_image "$out")
-  [ -n "$image" ] || fail ${e.noImageName} "$out"
+  # An image the engine already has (the archive's config digest is its ID) is not loaded again:
+  # docker load re-hashes every layer, minutes for a large image under emulation.
+  image=$(present_image "$tar")
+  if [ -n "$image" ]; then
+    say present "$image"
+  else
+    # Load first: a tar that does not load leaves the running container alone.
+    out=$(docker load -i "$tar" 2>&1) || fail ${e.loadFailed} "$out"
+    image=$(loaded_image "$out")
+    [ -n "$image" ] || fail ${e.noImageName} "$out"
+  fi
   say loaded "$image"
   if [ -n "$make_dir" ]; then
     err=$(mkdir -p -- "$make_dir" 2>&1) || fail ${e.engineFailed} "$err"

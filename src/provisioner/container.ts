@@ -174,8 +174,10 @@ export function scriptLines(stdout: string): { word: string; text: string }[] {
 }
 
 export interface StartReport {
-  /** The image `docker load` named. */
+  /** The image `docker load` named (or the one already there). */
   image?: string;
+  /** The engine already had the tar's image: it was not loaded again. */
+  present?: boolean;
   /** The container that was there before (state and image). */
   previous?: { state: string; image: string };
   /** The new container's ID. */
@@ -189,6 +191,7 @@ export function parseStartReport(stdout: string): StartReport {
   const report: StartReport = { warnings: [] };
   for (const { word, text } of scriptLines(stdout)) {
     if (word === 'loaded') report.image = text;
+    else if (word === 'present') report.present = true;
     else if (word === 'started') report.id = text;
     else if (word === 'restored') report.restored = text;
     else if (word === 'warning') report.warnings.push(text);

@@ -219,6 +219,22 @@ describe('provisioner container control against a real engine', { timeout: 300_0
     assert.match(logs.stdout, /^stack-b /m);
   });
 
+  test('the same tar again: the engine has its image, so it is not loaded again; the container is replaced', async () => {
+    const before = (await ours()).c;
+    const r = await start(tars.b, [false, false]);
+    assert.equal(r.present, true, 'found by the archive manifest, no docker load');
+    assert.equal(r.image, image);
+    const { all, c } = await ours();
+    assert.equal(all.length, 1);
+    assert.ok(c && before);
+    assert.equal(c.state, 'running');
+    assert.notEqual(c.created, before.created, 'a new container');
+    assert.match(c.imageId, new RegExp(imageIds.b?.replace(/^sha256:/, '') ?? 'x'));
+    // A tar whose image the engine does not have is loaded as before.
+    assert.notEqual((await start(tars.a, [false, false])).present, true);
+    assert.equal((await start(tars.b, [false, false])).present, undefined);
+  });
+
   test('a corrupt tar fails at load and leaves the running container as it was', async () => {
     const before = (await ours()).c;
     await assert.rejects(start(tars.corrupt), /docker load of .*corrupt\.tar failed, so nothing was changed/);
