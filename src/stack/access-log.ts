@@ -34,13 +34,15 @@ export function watchAccess(
   now: () => number = Date.now,
 ): void {
   const started = now();
+  // Read now: a socket the client closed has no address any more.
+  const client = (req.socket.remoteAddress ?? '?').replace(/^::ffff:/, '');
   // The socket's count: answers written with writeHead(status, headers) keep no header map.
   const sentBefore = req.socket.bytesWritten;
   res.once('close', () => {
     const sent = req.socket.bytesWritten - sentBefore;
     write(
       accessLogLine({
-        client: (req.socket.remoteAddress ?? '?').replace(/^::ffff:/, ''),
+        client,
         method: req.method ?? '?',
         url: req.url ?? '',
         status: res.statusCode,

@@ -44,13 +44,15 @@ export function checkMounts(paths: ContainerPaths, stat: StatFn = statOrUndefine
 /** The state directory: created if missing (a bind mount keeps it across replaced containers). */
 export function ensureStateDir(path: string): void {
   try {
-    mkdirSync(path, { recursive: true });
+    const st = statOrUndefined(path);
+    if (st && !st.isDirectory()) throw new UsageError(`${path} is not a directory`);
+    if (!st) mkdirSync(path, { recursive: true });
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     throw new UsageError(
       `${path} cannot be created (${(err as Error).message}): mount a writable directory there`,
     );
   }
-  if (!statOrUndefined(path)?.isDirectory()) throw new UsageError(`${path} is not a directory`);
 }
 
 /** startStack's options for the container: the checked environment on the container's paths. */
