@@ -23,6 +23,7 @@ TEST=(
   atftp                                       # a real TFTP client
   isc-dhcp-client ndisc6                      # a real DHCPv6 client (dhclient -6) and RA dump (rdisc6)
   nginx-light wrk                             # the boot server's benchmark: nginx baseline, wrk load
+  podman runc make                            # the pxeboot_stack image: built and run by podman (make -C pxeboot_stack tar)
 )
 
 pkgs=("${RUNTIME[@]}")
@@ -56,6 +57,15 @@ if ! grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 && [[ $(uname -m)
   else
     echo "install-deps: warning: cannot register qemu-aarch64 in binfmt_misc; aarch64 distros cannot be built here" >&2
   fi
+fi
+
+# podman as the tests run it: crun fails on some kernels (runc works), and the default ulimits
+# cannot be set inside some sandboxes. Only a configuration nobody wrote is written.
+CONTAINERS_CONF=/etc/containers/containers.conf
+if [[ "${1:-}" == "--test" && ! -e $CONTAINERS_CONF ]]; then
+  mkdir -p "$(dirname "$CONTAINERS_CONF")"
+  printf '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n' >"$CONTAINERS_CONF"
+  echo "install-deps: $CONTAINERS_CONF (podman: runc, no default ulimits)"
 fi
 
 here=$(cd "$(dirname "$0")" && pwd)
