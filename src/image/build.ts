@@ -156,6 +156,7 @@ export async function buildImage(
   const base = await ensureBase(o);
   await stageContext(o);
   const p = imagePaths(o.root);
+  const before = await o.runner(o.engine, engineArgv.exists(IMAGE));
   o.log(`building ${IMAGE} (linux/${o.arch}) with ${o.engine} on ${base.tag}`);
   await runStreaming(
     o.engine,
@@ -168,6 +169,11 @@ export async function buildImage(
     }),
     o.log,
   );
+  // The image this one replaced, now nameless: removed, unless something still uses it (a
+  // container, another name), so rebuilds do not pile up. Nothing else is touched.
+  const previous = before.code === 0 ? before.stdout.trim() : '';
+  const now = (await runChecked(o.runner, o.engine, engineArgv.exists(IMAGE))).stdout.trim();
+  if (previous && previous !== now) await o.runner(o.engine, engineArgv.remove([previous]));
   const size = await runChecked(o.runner, o.engine, engineArgv.size(IMAGE));
   return { base: base.tag, baseBuilt: base.built, bytes: Number(size.stdout.trim()) };
 }
