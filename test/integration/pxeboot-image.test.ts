@@ -16,6 +16,7 @@ const CONTEXT = join(ROOT, 'pxeboot_stack', 'build');
 const SUBNET = '10.219.0';
 const MAC = '52:54:00:21:90:05';
 const IP = `${SUBNET}.5`;
+const PREFIX6 = 'fd00:219::';
 
 /**
  * The pxeboot_stack image as the seed uses it: built by `make -C pxeboot_stack tar`, loaded from
@@ -108,6 +109,7 @@ describe('pxeboot_stack image: make tar, load, run in a network namespace', { ti
     // The lab segment: a bridge holding the provisioner's address, a client on a veth.
     nsx(['ip', 'link', 'add', 'br0', 'type', 'bridge']);
     nsx(['ip', 'addr', 'add', `${SUBNET}.1/24`, 'dev', 'br0']);
+    nsx(['ip', 'addr', 'add', `${PREFIX6}1/64`, 'dev', 'br0', 'nodad']);
     nsx(['ip', 'link', 'set', 'br0', 'up']);
     nsx(['ip', 'link', 'add', 'vc0', 'type', 'veth', 'peer', 'name', 'vc0p']);
     nsx(['ip', 'link', 'set', 'vc0p', 'master', 'br0']);
@@ -212,6 +214,10 @@ describe('pxeboot_stack image: make tar, load, run in a network namespace', { ti
       '--privileged',
       '-e',
       `PROVISIONER_IP=${SUBNET}.1`,
+      '-e',
+      `PROVISIONER_IPV6=${PREFIX6}1/64`,
+      '-e',
+      'DHCP_RANGE_V6_START=::1:0',
       ...mounts(),
       image,
     ]);
@@ -221,7 +227,11 @@ describe('pxeboot_stack image: make tar, load, run in a network namespace', { ti
       () => (/dnsmasq\[\d+\]: started/.test(logs()) ? true : undefined),
       30_000,
     );
-    assert.match(logs(), /Stack serving 1 machine\(s\) on br0: http:\/\/10\.219\.0\.1:80/);
+    assert.match(
+      logs(),
+      /Stack serving 1 machine\(s\) on br0: http:\/\/10\.219\.0\.1:80 and http:\/\/\[fd00:219::1\]:80/,
+    );
+    assert.match(logs(), /dnsmasq-dhcp\[\d+\]: DHCPv6, IP range fd00:219::1:0 -- fd00:219::1:ffff/);
     assert.match(logs(), /node v18\./, "Debian 12's Node runs the stack");
 
     // DHCP: the reservation, and the x86_64 UEFI boot file for a PXE client, which takes the address.
@@ -281,6 +291,13 @@ describe('pxeboot_stack image: make tar, load, run in a network namespace', { ti
       assert.equal(initrd.bytes, statSync(join(CONTEXT, 'initrds', arch, 'initrd.gz')).size, arch);
     }
     assert.equal(get('/ipxe?mac=52:54:00:99:99:99').status, 404);
+    // The same service on the provisioner's IPv6 address.
+    const v6 = nsx([
+      process.execPath,
+      '-e',
+      `fetch('http://[${PREFIX6}1]/healthz').then((r) => process.stdout.write(String(r.status)))`,
+    ]);
+    assert.equal(v6, '200');
 
     // The log: the DHCP exchange, the TFTP transfers, one line per HTTP request.
     const text = await waitFor(
@@ -298,7 +315,8 @@ describe('pxeboot_stack image: make tar, load, run in a network namespace', { ti
     );
     assert.match(text, /^http: 10\.219\.0\.5 GET \/healthz 200 \d+ \d+ms$/m);
     assert.match(text, new RegExp(`^http: 10\\.219\\.0\\.5 GET /ipxe\\?mac=${MAC} 200 \\d+ \\d+ms$`, 'm'));
-    assert.equal(text.match(/GET \/healthz/g)?.length, 1, 'one line per request');
+    assert.equal(text.match(/10\.219\.0\.5 GET \/healthz/g)?.length, 1, 'one line per request');
+    assert.match(text, /^http: fd00:219::1 GET \/healthz 200 \d+ \d+ms$/m);
     assert.doesNotMatch(text, /sent size:|requested options:/, "not log-dhcp's option dumps");
     // docker stop: SIGTERM; dnsmasq (a child of the stack, seen from here by its host pid) goes too.
     const nodePid = Number(podman(['inspect', '--format', '{{.State.Pid}}', name]).stdout.trim());
