@@ -8,7 +8,7 @@ import type { LabSegment } from './dnsmasq.js';
 
 /** What the container entrypoint hands to startStack. */
 export interface StackEnv extends LabSegment {
-  /** The provisioner's IPv4 prefix length (PROVISIONER_IP's /prefix, else 24). */
+  /** The provisioner's IPv4 prefix length: PROVISIONER_IP's /prefix, else the interface's. */
   prefix: number;
   httpPort: number;
   dns: boolean;
@@ -250,6 +250,11 @@ function parseV6(env: NodeJS.ProcessEnv): StackEnv['ipv6'] {
   if (s > e)
     throw new UsageError(
       `DHCP_RANGE_V6_START ${bigToIpv6(s)} is after DHCP_RANGE_V6_END ${bigToIpv6(e)}: the pool is start-end`,
+    );
+  const self = ipv6ToBig(net6.address);
+  if (self >= s && self <= e)
+    throw new UsageError(
+      `DHCP_RANGE_V6_START-DHCP_RANGE_V6_END (${bigToIpv6(s)}-${bigToIpv6(e)}) holds PROVISIONER_IPV6 ${net6.address}: the pool must leave it out`,
     );
   return { address: net6.address, prefix: 64, rangeStart: bigToIpv6(s), rangeEnd: bigToIpv6(e) };
 }

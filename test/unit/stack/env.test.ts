@@ -222,6 +222,10 @@ test('PROVISIONER_IPV6 and its pool: a lab-style /64, host parts accepted, on th
     /^DHCP_RANGE_V6_START fd00:cafe:babe::2:0 is after DHCP_RANGE_V6_END fd00:cafe:babe::1:0/,
   );
   assert.match(
+    refused({ ...v6, DHCP_RANGE_V6_START: '::1', DHCP_RANGE_V6_END: '::ff' }),
+    /^DHCP_RANGE_V6_START-DHCP_RANGE_V6_END \(fd00:cafe:babe::1-fd00:cafe:babe::ff\) holds PROVISIONER_IPV6 fd00:cafe:babe::1/,
+  );
+  assert.match(
     refused({ ...base, DHCP_RANGE_V6_START: '::64' }),
     /^DHCP_RANGE_V6_START is set but PROVISIONER_IPV6 is not: set both, or neither$/,
   );
