@@ -69,34 +69,3 @@ export function retagArchive(
     repositories: JSON.stringify(topLayer === undefined ? {} : { [repo]: { [name]: topLayer } }),
   };
 }
-
-/** GNU tar command lines that read and replace archive members in place. */
-export const tarArgv = {
-  read: (archive: string, member: string): string[] => [
-    '--extract',
-    '--to-stdout',
-    '--file',
-    archive,
-    member,
-  ],
-  list: (archive: string): string[] => ['--list', '--file', archive],
-  remove: (archive: string, members: readonly string[]): string[] => [
-    '--delete',
-    '--file',
-    archive,
-    ...members,
-  ],
-  /** Owned by root, time 0: the same bytes for the same names. */
-  append: (archive: string, dir: string, members: readonly string[]): string[] => [
-    '--append',
-    '--file',
-    archive,
-    '--directory',
-    dir,
-    '--owner=0',
-    '--group=0',
-    '--numeric-owner',
-    '--mtime=@0',
-    ...members,
-  ],
-};

@@ -11,7 +11,8 @@ import { runChecked, startProcess, type Runner } from '../core/exec.js';
 import { ensureInstallerInitrd } from '../distro/installer-initrd.js';
 import { BOOT_FILES } from '../stack/dnsmasq.js';
 import { DEFAULT_IPXE_DIRS, prepareTftpRoot } from '../stack/serve.js';
-import { retagArchive, tarArgv } from './archive.js';
+import { retagArchive } from './archive.js';
+import { readTarMember, replaceTarMembers } from './tar.js';
 import {
   BASE_REPO,
   IMAGE,
@@ -183,33 +184,30 @@ export async function buildImage(
  * pxeboot_stack:latest in its manifest whichever engine saved it.
  */
 export async function saveImageTar(o: ImageBuildOptions, out: string): Promise<number> {
-  const tmp = `${out}.tmp`;
-  await fs.rm(tmp, { force: true });
+  const saved = `${out}.tmp`;
+  const renamed = `${out}.tmp2`;
+  await fs.rm(saved, { force: true });
   try {
-    await runChecked(o.runner, o.engine, engineArgv.save(o.engine, IMAGE, tmp), { timeoutMs: 10 * 60_000 });
-    const members = (await runChecked(o.runner, 'tar', tarArgv.list(tmp))).stdout.split('\n');
-    const read = async (m: string) =>
-      members.includes(m) ? (await runChecked(o.runner, 'tar', tarArgv.read(tmp, m))).stdout : undefined;
-    const manifest = await read('manifest.json');
+    await runChecked(o.runner, o.engine, engineArgv.save(o.engine, IMAGE, saved), { timeoutMs: 10 * 60_000 });
+    const manifest = await readTarMember(saved, 'manifest.json');
     if (manifest === undefined)
       throw new PvmlabError(`${o.engine} save wrote no manifest.json: not a docker-archive`);
-    const fixed = retagArchive(manifest, await read('repositories'), IMAGE);
+    const repositories = await readTarMember(saved, 'repositories');
+    const fixed = retagArchive(manifest.toString('utf8'), repositories?.toString('utf8'), IMAGE);
     if (fixed) {
-      const dir = await fs.mkdtemp(join(tmpdir(), 'pxeboot-names-'));
-      try {
-        const names = ['manifest.json', ...(fixed.repositories === undefined ? [] : ['repositories'])];
-        await fs.writeFile(join(dir, 'manifest.json'), fixed.manifest);
-        if (fixed.repositories !== undefined)
-          await fs.writeFile(join(dir, 'repositories'), fixed.repositories);
-        await runChecked(o.runner, 'tar', tarArgv.remove(tmp, names));
-        await runChecked(o.runner, 'tar', tarArgv.append(tmp, dir, names));
-      } finally {
-        await fs.rm(dir, { recursive: true, force: true });
-      }
+      await replaceTarMembers(saved, renamed, [
+        { name: 'manifest.json', data: Buffer.from(fixed.manifest) },
+        ...(fixed.repositories === undefined
+          ? []
+          : [{ name: 'repositories', data: Buffer.from(fixed.repositories) }]),
+      ]);
+      await fs.rename(renamed, out);
+    } else {
+      await fs.rename(saved, out);
     }
-    await fs.rename(tmp, out);
   } finally {
-    await fs.rm(tmp, { force: true });
+    await fs.rm(saved, { force: true });
+    await fs.rm(renamed, { force: true });
   }
   return (await fs.stat(out)).size;
 }

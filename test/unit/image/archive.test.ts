@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { PvmlabError } from '../../../src/core/errors.js';
-import { parseManifest, retagArchive, tarArgv } from '../../../src/image/archive.js';
+import { parseManifest, retagArchive } from '../../../src/image/archive.js';
 
 const image = (tags: string[] | null) =>
   JSON.stringify([{ Config: 'abc.json', RepoTags: tags, Layers: ['l1.tar', 'l2.tar'] }]);
@@ -45,34 +45,4 @@ test('an archive that is not a one-image docker-archive is refused', () => {
     /repositories file is not JSON/,
   );
   refused(() => retagArchive(image(['x:1']), '{"x":[1]}', 'pxeboot_stack:latest'), /repositories file: /);
-});
-
-test('GNU tar command lines: read, list, delete, append as root at time 0', () => {
-  assert.deepEqual(tarArgv.read('/a.tar', 'manifest.json'), [
-    '--extract',
-    '--to-stdout',
-    '--file',
-    '/a.tar',
-    'manifest.json',
-  ]);
-  assert.deepEqual(tarArgv.list('/a.tar'), ['--list', '--file', '/a.tar']);
-  assert.deepEqual(tarArgv.remove('/a.tar', ['manifest.json', 'repositories']), [
-    '--delete',
-    '--file',
-    '/a.tar',
-    'manifest.json',
-    'repositories',
-  ]);
-  assert.deepEqual(tarArgv.append('/a.tar', '/d', ['manifest.json']), [
-    '--append',
-    '--file',
-    '/a.tar',
-    '--directory',
-    '/d',
-    '--owner=0',
-    '--group=0',
-    '--numeric-owner',
-    '--mtime=@0',
-    'manifest.json',
-  ]);
 });
