@@ -23,7 +23,7 @@ TEST=(
   atftp                                       # a real TFTP client
   isc-dhcp-client ndisc6                      # a real DHCPv6 client (dhclient -6) and RA dump (rdisc6)
   nginx-light wrk                             # the boot server's benchmark: nginx baseline, wrk load
-  podman runc                                 # a real container engine for the provisioner's container scripts
+  podman runc make                            # the pxeboot_stack image: built and run by podman (make -C pxeboot_stack tar)
 )
 
 pkgs=("${RUNTIME[@]}")
@@ -59,18 +59,29 @@ if ! grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 && [[ $(uname -m)
   fi
 fi
 
-# podman here: crun fails on some kernels (the tests ask for runc), and the default ulimits
-# cannot always be set; an empty list keeps the process's own.
+# podman as the tests run it: crun fails on some kernels (runc works), and the default ulimits
+# cannot be set inside some sandboxes (an empty list keeps the process's own).
+CONTAINERS_CONF=/etc/containers/containers.conf
 if [[ "${1:-}" == "--test" ]]; then
-  conf=/etc/containers/containers.conf
-  if ! grep -qs '^default_ulimits = \[\]' "$conf"; then
-    mkdir -p /etc/containers
-    if grep -qs '^\[containers\]' "$conf"; then
-      sed -i '/^\[containers\]/a default_ulimits = []' "$conf"
+  if [[ ! -e $CONTAINERS_CONF ]]; then
+    mkdir -p "$(dirname "$CONTAINERS_CONF")"
+    printf '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n' >"$CONTAINERS_CONF"
+    echo "install-deps: $CONTAINERS_CONF (podman: runc, no default ulimits)"
+  elif ! grep -qs '^default_ulimits = \[\]' "$CONTAINERS_CONF"; then
+    if grep -qs '^\[containers\]' "$CONTAINERS_CONF"; then
+      sed -i '/^\[containers\]/a default_ulimits = []' "$CONTAINERS_CONF"
     else
-      printf '[containers]\ndefault_ulimits = []\n' >>"$conf"
+      printf '[containers]\ndefault_ulimits = []\n' >>"$CONTAINERS_CONF"
     fi
-    echo "install-deps: $conf: default_ulimits = []"
+    echo "install-deps: $CONTAINERS_CONF: default_ulimits = []"
+  fi
+  if ! grep -qs '^runtime *=' "$CONTAINERS_CONF"; then
+    if grep -qs '^\[engine\]' "$CONTAINERS_CONF"; then
+      sed -i '/^\[engine\]/a runtime = "runc"' "$CONTAINERS_CONF"
+    else
+      printf '\n[engine]\nruntime = "runc"\n' >>"$CONTAINERS_CONF"
+    fi
+    echo "install-deps: $CONTAINERS_CONF: runtime = \"runc\""
   fi
 fi
 

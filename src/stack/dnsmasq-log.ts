@@ -139,3 +139,21 @@ export function macFromDuid(duid: string): string | undefined {
   const mac = type === '0001' ? b.slice(8) : type === '0003' ? b.slice(4) : undefined;
   return mac?.length === 6 ? mac.join(':') : undefined;
 }
+
+// dnsmasq's own lines (start-up, TFTP transfers, reloads) carry no transaction number.
+const PLAIN_RE = /^dnsmasq(?:-dhcp|-tftp)?(?:\[\d+\])?: (?!\d+ )/;
+// With log-dhcp every transaction takes ~20 numbered lines; the message lines say what happened.
+const DHCP_MESSAGE_RE = /^dnsmasq-dhcp(?:\[\d+\])?: \d+ DHCP[A-Z-]+\(/;
+// Sent every few seconds to minutes whether anyone listens: routine, not news.
+const ROUTINE_RE = /^dnsmasq-dhcp(?:\[\d+\])?: RTR-ADVERT\(/;
+
+/**
+ * Which of dnsmasq's lines the stack prints: its own messages, one line per DHCP/DHCPv6
+ * message (DHCPDISCOVER, DHCPOFFER, ..., DHCPREPLY) and per TFTP transfer, and anything that
+ * failed; not the option dumps of log-dhcp nor the periodic router advertisements.
+ */
+export function worthLogging(line: string): boolean {
+  if (/failed|error/i.test(line)) return true;
+  if (ROUTINE_RE.test(line)) return false;
+  return PLAIN_RE.test(line) || DHCP_MESSAGE_RE.test(line);
+}

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { VmDefinition } from '../core/vmdef.js';
+import { watchAccess } from './access-log.js';
 import { DistroAssets } from './assets.js';
 import { HttpError, matchRoute, send, type Route } from './http-core.js';
 import { Followers } from './http-follow.js';
@@ -46,6 +47,8 @@ export interface BootServerOptions {
   /** POSTed events (events and phone-home) per machine: a burst, then a rate; beyond, 429. */
   eventRate?: { perSecond: number; burst: number };
   log?: (msg: string) => void;
+  /** One line per request (client, method, target, status, length, time): the container's access log. */
+  accessLog?: (line: string) => void;
 }
 
 /** existsSync with a short memory. */
@@ -145,6 +148,7 @@ export function createBootServer(o: BootServerOptions): Server {
   };
 
   return createServer((req, res) => {
+    if (o.accessLog) watchAccess(req, res, o.accessLog);
     dispatch(req, res).catch((err: unknown) => {
       const status = err instanceof HttpError ? err.status : 500;
       const msg = err instanceof Error ? err.message : String(err);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { writeFileAtomic } from '../core/fsutil.js';
-import { DnsmasqLogParser } from './dnsmasq-log.js';
+import { DnsmasqLogParser, worthLogging } from './dnsmasq-log.js';
 import {
   BOOT_FILES,
   DnsmasqSupervisor,
@@ -38,6 +38,8 @@ export interface StackOptions extends LabSegment {
   dns?: boolean;
   pollMs?: number;
   log?: (msg: string) => void;
+  /** One line per HTTP request (the container logs them; natively they are off). */
+  accessLog?: (line: string) => void;
 }
 
 /**
@@ -163,7 +165,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
       onLine: (line) => {
         for (const ev of parser.feed(line))
           timeline.add(ev.mac, ev.type, ev.type.startsWith('tftp') ? 'tftp' : 'dhcp', ev.detail);
-        if (/dnsmasq(-dhcp|-tftp)?(\[\d+\])?: (?!\d+ )/.test(line) || /failed|error/i.test(line)) log(line);
+        if (worthLogging(line)) log(line);
       },
     });
     try {
@@ -197,6 +199,7 @@ export async function startStack(o: StackOptions): Promise<RunningStack> {
     macForIp: (ip) => parser.macFor(ip) ?? macForIp(ip),
     health: () => stackHealth(supervisor),
     log,
+    ...(o.accessLog ? { accessLog: o.accessLog } : {}),
   };
   const listen = (server: Server, host: string, port: number) =>
     new Promise<void>((res, rej) => {
