@@ -113,8 +113,9 @@ function dockerCommand(ctx: Context): Command {
       if (rows.length === 0) return;
       // Names and images come from the VM: every cell is escaped.
       await printTable(
-        ['NAME', 'IMAGE', 'STATE', 'STATUS', 'CREATED', 'STARTED'],
+        ['CONTAINER ID', 'NAME', 'IMAGE', 'STATE', 'STATUS', 'CREATED', 'STARTED'],
         rows.map((r) => [
+          safeText(r.id.slice(0, 12)),
           safeText(r.name),
           safeText(r.image),
           r.state === 'running' ? paint('green', safeText(r.state)) : paint('red', safeText(r.state)),

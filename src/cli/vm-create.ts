@@ -117,7 +117,6 @@ export function checkCreateRequest(req: CreateRequest): void {
   checkDiskSize(req.diskBytes);
 }
 
-
 /**
  * Create a VM definition with its disk (and seed ISO for disk VMs). Every check that can refuse
  * the request runs before anything is written (a usage error leaves no trace, not even

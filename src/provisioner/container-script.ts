@@ -232,10 +232,12 @@ do_status() {
   [ $# -eq 0 ] || fail ${e.usage} "status: no arguments expected"
   engine_ready
   say now "$(date -u +%s)"
-  ids=$(docker ps -a -q 2>&1) || fail ${e.engineFailed} "$ids"
+  ids=$(docker ps -a -q --no-trunc 2>&1) || fail ${e.engineFailed} "$ids"
   for id in $ids; do
+    case $id in *[!0-9a-f]*) continue ;; esac
+    # The ID from the listing: docker's template sees .Id, podman's .ID, neither both.
     # A container removed since the listing is simply not shown.
-    docker container inspect --format "container $STATUS_FORMAT" "$id" 2>/dev/null || :
+    docker container inspect --format 'container {"id":"'"$id"'",'"\${STATUS_FORMAT#?}" "$id" 2>/dev/null || :
   done
 }
 

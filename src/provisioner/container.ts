@@ -214,6 +214,7 @@ const time = v.pipe(
 
 /** One `container` line of the status script, as STATUS_FORMAT writes it. */
 export const ContainerRecordSchema = v.object({
+  id: v.string(),
   // docker writes `/name`, podman `name`.
   name: v.pipe(
     v.string(),

@@ -134,13 +134,10 @@ describe('e2e: the provisioner VM and its pxeboot_stack container', { timeout: 6
     const text = (await ok(['provisioner', 'docker', 'status'])).stdout;
     assert.match(text, /pxeboot_stack/);
     // Exactly the options given reached docker run.
+    // One remote command line (ssh joins the words, and the remote shell splits them again).
     const inspect = await shell(
       'prov',
-      'docker',
-      'inspect',
-      '--format',
-      '{{.HostConfig.NetworkMode}} {{.HostConfig.Privileged}}',
-      'pxeboot_stack',
+      "docker inspect --format '{{.HostConfig.NetworkMode}} {{.HostConfig.Privileged}}' pxeboot_stack",
     );
     assert.equal(inspect.trim(), 'host true');
     // The host reaches the stack on the lab network.

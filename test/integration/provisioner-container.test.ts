@@ -172,6 +172,7 @@ describe('provisioner container control against a real engine', { timeout: 300_0
 
     const { now, c } = await ours();
     assert.ok(c, 'the container is listed');
+    assert.equal(c.id, r.id, 'status names the container start made');
     assert.equal(c.state, 'running');
     assert.equal(c.image, image);
     assert.match(c.imageId, new RegExp(imageIds.a?.replace(/^sha256:/, '') ?? 'x'));

@@ -312,11 +312,11 @@ describe('parsers', () => {
 
   // What docker (strings, `/name`) and podman (time values, bare name) print for STATUS_FORMAT.
   const dockerLine =
-    'container {"name":"/pxeboot_stack","image":"pxeboot_stack:latest","imageId":"sha256:aa","state":"running","exitCode":0,' +
+    'container {"id":"0123456789abcdef","name":"/pxeboot_stack","image":"pxeboot_stack:latest","imageId":"sha256:aa","state":"running","exitCode":0,' +
     '"created":"2024-05-01T10:00:00.123456789Z","startedAt":"2024-05-01T10:00:01.5Z","finishedAt":"0001-01-01T00:00:00Z",' +
     '"restartPolicy":"unless-stopped","restartCount":0,"networkMode":"host","privileged":true}';
   const podmanLine =
-    'container {"name":"other","image":"localhost/x:1","imageId":"bb","state":"exited","exitCode":137,' +
+    'container {"id":"fedcba","name":"other","image":"localhost/x:1","imageId":"bb","state":"exited","exitCode":137,' +
     '"created":"2024-05-01T09:00:00.1+02:00","startedAt":"2024-05-01T09:00:01Z","finishedAt":"2024-05-01T10:00:00Z",' +
     '"restartPolicy":"","restartCount":2,"networkMode":"bridge","privileged":false}';
 
@@ -325,17 +325,17 @@ describe('parsers', () => {
     assert.equal(s.now, 1714557600);
     assert.deepEqual(s.unreadable, []);
     assert.deepEqual(
-      s.containers.map((c) => [c.name, c.state, c.startedAt, c.finishedAt]),
+      s.containers.map((c) => [c.id, c.name, c.state, c.startedAt, c.finishedAt]),
       [
-        ['other', 'exited', '2024-05-01T09:00:01Z', '2024-05-01T10:00:00Z'],
-        ['pxeboot_stack', 'running', '2024-05-01T10:00:01.5Z', null],
+        ['fedcba', 'other', 'exited', '2024-05-01T09:00:01Z', '2024-05-01T10:00:00Z'],
+        ['0123456789abcdef', 'pxeboot_stack', 'running', '2024-05-01T10:00:01.5Z', null],
       ],
     );
     assert.equal(s.containers[1]?.privileged, true);
   });
   it('keeps lines it cannot read aside, and needs the time line', () => {
     const s = parseStatusOutput(
-      'now 5\ncontainer {not json\ncontainer {"name":"x"}\ncontainer {"name":"x","image":"i","imageId":"","state":"running","exitCode":0,' +
+      'now 5\ncontainer {not json\ncontainer {"name":"x"}\ncontainer {"id":"c","name":"x","image":"i","imageId":"","state":"running","exitCode":0,' +
         '"created":"yesterday","startedAt":"","finishedAt":"","restartPolicy":"","restartCount":0,"networkMode":"","privileged":false}\n',
     );
     assert.equal(s.containers.length, 0);
@@ -349,6 +349,7 @@ describe('parsers', () => {
 
 describe('describeState and humanDuration', () => {
   const base: ContainerRecord = {
+    id: 'c1',
     name: 'x',
     image: 'i',
     imageId: 'id',
