@@ -35,10 +35,10 @@ test('commandTree: root, vm group and vm start', async (t) => {
     'setup',
     'clean',
     'vm',
+    'provisioner',
     'network',
     'socket_vmnet',
     'system',
-    'provisioner',
     'stack',
     'distro',
     'completion',
@@ -131,10 +131,10 @@ test('bash completion passes bash -n and completes for real', async (t) => {
     'setup',
     'clean',
     'vm',
+    'provisioner',
     'network',
     'socket_vmnet',
     'system',
-    'provisioner',
     'stack',
     'distro',
     'completion',
@@ -179,7 +179,7 @@ test('zsh completion wraps the bash one through bashcompinit', async (t) => {
 });
 
 const VM_START =
-  "'__fish_seen_subcommand_from vm; and __fish_seen_subcommand_from start; and not __fish_seen_subcommand_from network socket_vmnet system provisioner stack distro'";
+  "'__fish_seen_subcommand_from vm; and __fish_seen_subcommand_from start; and not __fish_seen_subcommand_from provisioner network socket_vmnet system stack distro'";
 
 test('fish completion lines', async (t) => {
   const nodes = await tree(t);
@@ -189,14 +189,14 @@ test('fish completion lines', async (t) => {
     'complete -c pvmlab -f',
     "complete -c pvmlab -n '__fish_use_subcommand' -a vm -d 'Create, run and remove target VMs'",
     "complete -c pvmlab -n '__fish_use_subcommand' -l version",
-    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system provisioner stack distro; and not __fish_seen_subcommand_from create start stop list shell events logs console clean copy' -a start -d 'Start a VM in the background (or attached to its serial console with -i)'",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from provisioner network socket_vmnet system stack distro; and not __fish_seen_subcommand_from create start stop list shell events logs console clean copy' -a start -d 'Start a VM in the background (or attached to its serial console with -i)'",
     `complete -c pvmlab -n ${VM_START} -l wait`,
     `complete -c pvmlab -n ${VM_START} -l interactive`,
     `complete -c pvmlab -n ${VM_START} -l boot`,
     `complete -c pvmlab -n ${VM_START} -a '(pvmlab __vms 2>/dev/null)'`,
-    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from network socket_vmnet system provisioner stack distro; and not __fish_seen_subcommand_from create start stop list shell events logs console clean copy' -a logs -d 'Show a VM'\\''s serial console log and follow it'",
-    "complete -c pvmlab -n '__fish_seen_subcommand_from network; and __fish_seen_subcommand_from start; and not __fish_seen_subcommand_from vm socket_vmnet system provisioner stack distro' -l help",
-    "complete -c pvmlab -n '__fish_seen_subcommand_from clean; and not __fish_seen_subcommand_from vm network socket_vmnet system provisioner stack distro' -l purge",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from vm; and not __fish_seen_subcommand_from provisioner network socket_vmnet system stack distro; and not __fish_seen_subcommand_from create start stop list shell events logs console clean copy' -a logs -d 'Show a VM'\\''s serial console log and follow it'",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from network; and __fish_seen_subcommand_from start; and not __fish_seen_subcommand_from vm provisioner socket_vmnet system stack distro' -l help",
+    "complete -c pvmlab -n '__fish_seen_subcommand_from clean; and not __fish_seen_subcommand_from vm provisioner network socket_vmnet system stack distro' -l purge",
   ];
   for (const line of expected) assert.ok(lines.includes(line), `missing: ${line}`);
   assert.equal(lines[0], expected[0]);
@@ -207,8 +207,9 @@ test('fish completion lines', async (t) => {
     lines.some((l) => / -l i$/.test(l) || l.includes('__vms -d')),
     false,
   );
-  // Only VM-taking commands complete VM names: vm create/start/stop/shell/events/logs/console/clean.
-  assert.equal(lines.filter((l) => l.endsWith("-a '(pvmlab __vms 2>/dev/null)'")).length, 8);
+  // Only VM-taking commands complete VM names: vm create/start/stop/shell/events/logs/console/clean
+  // and provisioner create.
+  assert.equal(lines.filter((l) => l.endsWith("-a '(pvmlab __vms 2>/dev/null)'")).length, 9);
 });
 
 /** `complete -C` in a real fish with the script loaded and `pvmlab __vms` faked; candidates only. */
