@@ -47,6 +47,10 @@ if [[ ! -d $pkgroot ]]; then
   # Which package versions went in, for the record (and for the bytes: a new version is a new input).
   (cd /var/cache/pvmlab/apt/"$suite-$debarch"/archives && for p in "${PACKAGES[@]}"; do ls -t "${p}"_*.deb | head -1; done) >"$pkgroot.tmp/.packages"
   mv "$pkgroot.tmp" "$pkgroot"
+  # The package roots of earlier package lists are not used again.
+  for old in "$cache/pkgroot-$suite-$debarch-"????????????????; do
+    if [[ -d $old && $old != "$pkgroot" ]]; then rm -rf "$old"; fi
+  done
 fi
 
 work=$(mktemp -d)

@@ -5,9 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { PvmlabError } from '../core/errors.js';
 import { runChecked, type Runner } from '../core/exec.js';
+import { cacheEntryPattern, pruneCache } from '../core/cache.js';
 import { writeFileAtomic } from '../core/fsutil.js';
 import { cacheDir, packageRoot } from '../core/paths.js';
 import type { Arch } from '../lab/validate.js';
@@ -63,6 +64,11 @@ export async function ensureInstallerInitrd(o: {
       timeoutMs: 30 * 60_000,
     });
     built = true;
+    await pruneCache(
+      join(cacheDir(env), 'installer'),
+      cacheEntryPattern(`initrd-${o.arch}-`, '.gz'),
+      basename(cached),
+    );
   }
   const dest = initrdPath(o.app, o.arch);
   const want = await fs.readFile(cached);

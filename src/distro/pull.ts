@@ -19,6 +19,7 @@ import {
 } from '../core/distro-manifest.js';
 import { PvmlabError, UsageError } from '../core/errors.js';
 import { runChecked, startProcess, type Runner } from '../core/exec.js';
+import { cacheEntryPattern, pruneCache } from '../core/cache.js';
 import { writeFileAtomic } from '../core/fsutil.js';
 import { cacheDir } from '../core/paths.js';
 import type { Arch } from '../lab/validate.js';
@@ -243,6 +244,11 @@ async function buildDebian(o: PullOptions, format: PackFormat): Promise<{ dir: s
     await fs.writeFile(join(out, MANIFEST_FILE), `${JSON.stringify(m, null, 2)}\n`);
     await fs.rm(cached, { recursive: true, force: true });
     await fs.rename(out, cached);
+    await pruneCache(
+      join(cacheDir(env), 'distros'),
+      cacheEntryPattern(`${o.distro.name}-${o.arch}-`),
+      basename(cached),
+    );
     return { dir: cached, built: true };
   } finally {
     await fs.rm(work, { recursive: true, force: true });

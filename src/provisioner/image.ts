@@ -10,9 +10,10 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { PvmlabError } from '../core/errors.js';
 import { runChecked, startProcess, type Runner } from '../core/exec.js';
+import { cacheEntryPattern, pruneCache } from '../core/cache.js';
 import { writeFileAtomic } from '../core/fsutil.js';
 import { cacheDir } from '../core/paths.js';
 import {
@@ -218,6 +219,7 @@ export async function ensureProvisionerImage(o: BuildOptions): Promise<Provision
     await fs.rename(out, dir);
     const built = await readImage(dir);
     if (!built) throw new PvmlabError(`the provisioner image in ${dir} is incomplete after its build`);
+    await pruneCache(join(cacheDir(env), 'provisioner'), cacheEntryPattern(`${o.arch}-`), basename(dir));
     return built;
   } finally {
     await fs.rm(work, { recursive: true, force: true });
