@@ -43,6 +43,17 @@ server.listen(0, '127.0.0.1', () => {
   const port = (server.address() as AddressInfo).port;
   process.stdout.write(`${JSON.stringify({ url: `http://127.0.0.1:${port}`, pid: process.pid })}\n`);
 });
+// SIGUSR2: collect garbage (the test starts node with --expose-gc) and print what is live, so a
+// leak is told from memory the allocator has not given back yet (RSS).
+process.on('SIGUSR2', () => {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  gc?.();
+  const m = process.memoryUsage();
+  process.stdout.write(
+    `${JSON.stringify({ memory: { heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, collected: gc !== undefined } })}\n`,
+  );
+});
 process.on('SIGTERM', () => {
   registry.stop();
   server.closeAllConnections();
