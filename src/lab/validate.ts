@@ -168,6 +168,11 @@ export function inSubnet(address: string, subnet: Subnet): boolean {
   return a.match(ipaddr.parse(subnet.network), subnet.prefix);
 }
 
+/** Whether two networks share an address (one holds the other's network address). */
+export function subnetsOverlap(a: Subnet, b: Subnet): boolean {
+  return a.kind === b.kind && (inSubnet(a.network, b) || inSubnet(b.network, a));
+}
+
 export function sameAddress(a: string, b: string): boolean {
   try {
     return ipaddr.parse(a).toNormalizedString() === ipaddr.parse(b).toNormalizedString();

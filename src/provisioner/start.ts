@@ -13,6 +13,7 @@ import { labDirs } from '../core/paths.js';
 import type { VmDefinition } from '../core/vmdef.js';
 import { SHARES, uplinkMac } from '../cloudinit/provisioner.js';
 import type { QemuSpec } from '../qemu/argv.js';
+import { parseSubnet, subnetsOverlap } from '../lab/validate.js';
 import { kernelCmdline } from './image.js';
 
 export type ProvisionerBoot = Required<Pick<QemuSpec, 'uplink' | 'shares'>> & Pick<QemuSpec, 'kernel'>;
@@ -25,12 +26,40 @@ function imageFile(imagesDir: string, rel: string, what: string): string {
   return p;
 }
 
+/** QEMU's user-mode networks, then others for a lab that is numbered in them. */
+const UPLINK_NETS = ['10.0.2.0/24', '10.0.3.0/24', '172.31.254.0/24', '192.168.254.0/24'];
+const UPLINK_NETS_V6 = ['fec0::/64', 'fd6c:7670:6c61:6275::/64'];
+
+/**
+ * Pure: the uplink's networks, apart from the lab's. QEMU numbers its user-mode network
+ * 10.0.2.0/24 (and fec0::/64): a lab in the same range would give the provisioner one subnet on
+ * two NICs, and its replies to the targets would leave through the uplink.
+ */
+export function uplinkNetworks(vm: Pick<VmDefinition, 'ip' | 'subnet' | 'ipv6' | 'subnetv6'>): {
+  net: string;
+  ipv6Net: string;
+} {
+  const pick = (candidates: string[], kind: 'ipv4' | 'ipv6', lab: string | undefined) => {
+    if (!lab) return candidates[0] as string;
+    const labNet = parseSubnet(lab, kind, 'lab subnet');
+    const free = candidates.find((c) => !subnetsOverlap(parseSubnet(c, kind, 'uplink'), labNet));
+    if (!free)
+      throw new PvmlabError(
+        `the lab subnet ${lab} covers every network the provisioner's uplink can take (${candidates.join(', ')})`,
+      );
+    return free;
+  };
+  const v4 = vm.subnet ?? (vm.ip ? `${vm.ip}/32` : undefined);
+  const v6 = vm.subnetv6 ?? (vm.ipv6 ? `${vm.ipv6}/128` : undefined);
+  return { net: pick(UPLINK_NETS, 'ipv4', v4), ipv6Net: pick(UPLINK_NETS_V6, 'ipv6', v6) };
+}
+
 /** Pure: the provisioner's QEMU additions, given its SSH port. */
 export function provisionerBoot(app: string, vm: VmDefinition, sshPort: number): ProvisionerBoot {
   if (!vm.mac) throw new PvmlabError(`provisioner '${vm.name}' has no MAC address in its definition`);
   const d = labDirs(app);
   const boot: ProvisionerBoot = {
-    uplink: { mac: uplinkMac(vm.mac), sshPort },
+    uplink: { mac: uplinkMac(vm.mac), sshPort, ...uplinkNetworks(vm) },
     shares: [
       { tag: SHARES.vms.tag, path: vm.vms_path ?? d.vms },
       { tag: SHARES.images.tag, path: d.images, readonly: true },

@@ -28,8 +28,11 @@ export interface QemuSpec {
   interactive: boolean;
   /** Boot this kernel (the firmware loads it; the provisioner's disk has no boot loader). */
   kernel?: { kernel: string; initrd: string; append: string };
-  /** A second NIC on QEMU's user-mode network, with the guest's SSH forwarded to 127.0.0.1:sshPort. */
-  uplink?: { mac: string; sshPort: number };
+  /**
+   * A second NIC on QEMU's user-mode network, with the guest's SSH forwarded to 127.0.0.1:sshPort.
+   * `net`/`ipv6Net`: that network's IPv4 and IPv6 prefixes (QEMU's defaults unless given).
+   */
+  uplink?: { mac: string; sshPort: number; net?: string; ipv6Net?: string };
   /** Host directories shared over virtio-9p. */
   shares?: readonly { tag: string; path: string; readonly?: boolean }[];
 }
@@ -131,7 +134,14 @@ export function buildQemuArgv(s: QemuSpec): string[] {
   );
   if (s.uplink) {
     // Loopback only: the forwarded SSH port must not be reachable from the host's networks.
-    args.push('-netdev', `user,id=uplink0,hostfwd=tcp:127.0.0.1:${s.uplink.sshPort}-:22`);
+    const nets = [
+      ...(s.uplink.net ? [`net=${s.uplink.net}`] : []),
+      ...(s.uplink.ipv6Net ? [`ipv6-net=${s.uplink.ipv6Net}`] : []),
+    ];
+    args.push(
+      '-netdev',
+      ['user', 'id=uplink0', ...nets, `hostfwd=tcp:127.0.0.1:${s.uplink.sshPort}-:22`].join(','),
+    );
     args.push('-device', `virtio-net-pci,netdev=uplink0,mac=${s.uplink.mac},romfile=`);
   }
   for (const share of s.shares ?? []) {

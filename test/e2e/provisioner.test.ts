@@ -8,7 +8,8 @@ import { runCli, tempHome, type CliResult } from '../helpers/cli.js';
 import { createNetns, deleteNetns } from '../helpers/netns.js';
 
 const BRIDGE = 'pve2epbr0';
-const SUBNET = '10.232.0';
+/** QEMU's own user-mode network: the provisioner's uplink must move out of the lab's way. */
+const SUBNET = '10.0.2';
 const PROV_IP = `${SUBNET}.1`;
 /** The default path: whatever accelerator pvmlab picks on this host. */
 const DEFAULT_PATH = ['PVMLAB_ACCEL', 'PVMLAB_QEMU_ACCEL'];
@@ -119,6 +120,12 @@ describe('e2e: the provisioner VM and its pxeboot_stack container', { timeout: 6
     assert.match(
       await shell('prov', 'ip', '-4', '-o', 'addr'),
       new RegExp(`inet ${PROV_IP.replaceAll('.', '\\.')}/24`),
+    );
+    // The uplink took the next user-mode network (uplinkNetworks), so 10.0.2.0/24 is the lab's alone.
+    assert.match(await shell('prov', 'ip', '-4', '-o', 'addr'), /inet 10\.0\.3\.15\/24/);
+    assert.match(
+      await shell('prov', 'ip', '-4', 'route', 'get', `${SUBNET}.50`),
+      new RegExp(`src ${PROV_IP.replaceAll('.', '\\.')} `),
     );
     assert.equal((await shell('prov', 'cat', '/proc/sys/net/ipv4/ip_forward')).trim(), '1');
     assert.match(await shell('prov', 'sudo', 'iptables', '-t', 'nat', '-S', 'POSTROUTING'), /MASQUERADE/);

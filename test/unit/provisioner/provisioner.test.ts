@@ -17,7 +17,7 @@ import {
   provisionerRecipe,
   recipeKey,
 } from '../../../src/provisioner/image.js';
-import { provisionerBoot, strayAddressArgv } from '../../../src/provisioner/start.js';
+import { provisionerBoot, strayAddressArgv, uplinkNetworks } from '../../../src/provisioner/start.js';
 import type { VmDefinition } from '../../../src/core/vmdef.js';
 
 const lab = resolveLabConfig(defaultLabConfig());
@@ -157,7 +157,12 @@ test('provisionerBoot: kernel files inside images/ only, shares from the definit
   const b = provisionerBoot('/lab', vm, 2222);
   assert.equal(b.kernel?.kernel, '/lab/images/provisioner/x86_64-k/vmlinuz');
   assert.equal(b.kernel?.append, kernelCmdline('x86_64'));
-  assert.deepEqual(b.uplink, { mac: '52:54:00:aa:bb:cd', sshPort: 2222 });
+  assert.deepEqual(b.uplink, {
+    mac: '52:54:00:aa:bb:cd',
+    sshPort: 2222,
+    net: '10.0.2.0/24',
+    ipv6Net: 'fec0::/64',
+  });
   assert.deepEqual(
     b.shares.map((s) => [s.tag, s.path]),
     [
@@ -168,6 +173,24 @@ test('provisionerBoot: kernel files inside images/ only, shares from the definit
   );
   assert.throws(() => provisionerBoot('/lab', { ...vm, kernel: '../../etc/passwd' }, 1), /outside/);
   assert.equal(provisionerBoot('/lab', { ...vm, kernel: undefined }, 1).kernel, undefined);
+});
+
+test("uplinkNetworks: QEMU's user-mode networks unless the lab is numbered in them", () => {
+  const nets = (vm: Parameters<typeof uplinkNetworks>[0]) => uplinkNetworks(vm);
+  assert.deepEqual(nets({ ip: '192.168.100.1', subnet: '192.168.100.0/24' }), {
+    net: '10.0.2.0/24',
+    ipv6Net: 'fec0::/64',
+  });
+  assert.equal(nets({ ip: '10.0.2.2', subnet: '10.0.2.0/24' }).net, '10.0.3.0/24');
+  assert.equal(nets({ ip: '10.0.2.2', subnet: '10.0.0.0/16' }).net, '172.31.254.0/24');
+  assert.equal(nets({ ip: '10.1.0.1', subnet: '10.0.0.0/8' }).net, '172.31.254.0/24');
+  assert.equal(nets({ ip: '10.0.2.9' }).net, '10.0.3.0/24', 'no subnet saved: the address alone');
+  assert.equal(nets({ ip: '10.0.9.9', subnet: '10.0.9.0/24' }).net, '10.0.2.0/24', 'a neighbour is no clash');
+  assert.equal(
+    nets({ ip: '10.0.9.9', ipv6: 'fec0::5', subnetv6: 'fec0::/48' }).ipv6Net,
+    'fd6c:7670:6c61:6275::/64',
+  );
+  assert.equal(nets({ ip: '10.0.9.9', ipv6: 'fd00::5', subnetv6: 'fd00::/64' }).ipv6Net, 'fec0::/64');
 });
 
 test('strayAddressArgv: only the provisioner addresses the host holds on the bridge', () => {

@@ -371,12 +371,18 @@ test(
 );
 
 test(
-  'real qemu-system-x86_64 accepts the provisioner argv (kernel, user-mode uplink with SSH forward, 9p shares)',
+  'real qemu-system-x86_64 accepts the provisioner argv (kernel, user-mode uplink on its own networks with SSH forward, 9p shares)',
   { timeout: 30_000 },
   () =>
     assertQemuAccepts(false, 'x86_64', (dir) => ({
       kernel: { kernel: testKernel(), initrd: testKernel(), append: 'root=LABEL=x console=ttyS0' },
-      uplink: { mac: '52:54:00:12:34:57', sshPort: 0 },
+      // The networks a lab in 10.0.2.0/24 and fec0::/48 moves the uplink to (uplinkNetworks).
+      uplink: {
+        mac: '52:54:00:12:34:57',
+        sshPort: 0,
+        net: '10.0.3.0/24',
+        ipv6Net: 'fd6c:7670:6c61:6275::/64',
+      },
       shares: [
         { tag: 'host_share_vms', path: dir },
         { tag: 'host_share_images', path: dir, readonly: true },
@@ -397,6 +403,14 @@ test('provisioner additions: uplink on loopback only, 9p shares with security_mo
   );
   const after = (flag: string) => argv.filter((_, i) => argv[i - 1] === flag);
   assert.deepEqual(after('-netdev').slice(-1), ['user,id=uplink0,hostfwd=tcp:127.0.0.1:2222-:22']);
+  const moved = buildQemuArgv(
+    diskSpec({
+      uplink: { mac: '52:54:00:12:34:57', sshPort: 2222, net: '10.0.3.0/24', ipv6Net: 'fd00:1::/64' },
+    }),
+  );
+  assert.ok(
+    moved.includes('user,id=uplink0,net=10.0.3.0/24,ipv6-net=fd00:1::/64,hostfwd=tcp:127.0.0.1:2222-:22'),
+  );
   assert.ok(after('-device').includes('virtio-net-pci,netdev=uplink0,mac=52:54:00:12:34:57,romfile='));
   assert.deepEqual(after('-virtfs'), [
     'local,path=/lab,,x/vms,mount_tag=host_share_vms,security_model=none',
