@@ -4,6 +4,7 @@ import type { VmDefinition } from '../core/vmdef.js';
 import { loadLabConfig } from '../lab/config.js';
 import { listVms } from '../lab/store.js';
 import type { Context } from './context.js';
+import { vmStuckCheck, type StuckCheck } from './wait.js';
 import { jsonText, safeText } from '../core/safe-text.js';
 import {
   StackAnswerError,
@@ -196,6 +197,7 @@ export async function waitForReady(
   since: Date,
   timeoutMs: number,
   pollMs = 2000,
+  stuck: StuckCheck = vmStuckCheck(ctx, vm),
 ): Promise<WaitOutcome> {
   const deadline = Date.now() + timeoutMs;
   log.info(
@@ -217,6 +219,9 @@ export async function waitForReady(
       if (blocker) throw new PvmlabError(`${blocker}; see: pvmlab vm events ${vm.name}`);
     }
     if (fresh.length) lastType = safeText(fresh[fresh.length - 1]?.type ?? lastType);
+    const why = await stuck();
+    if (why)
+      throw new PvmlabError(`${vm.name} will not become ready: ${why}; see: pvmlab vm events ${vm.name}`);
     await new Promise((r) => setTimeout(r, Math.max(0, Math.min(pollMs, deadline - Date.now()))));
   }
   throw new PvmlabError(

@@ -1,5 +1,7 @@
 import { PvmlabError } from '../core/errors.js';
 import { log } from '../core/log.js';
+import { vmFiles } from '../core/paths.js';
+import { whyStuck } from '../qemu/liveness.js';
 import { loadLabConfig } from '../lab/config.js';
 import type { VmDefinition } from '../core/vmdef.js';
 import { sshArgv, sshTargetFor } from '../lab/ssh.js';
@@ -33,8 +35,21 @@ export async function sshTarget(ctx: Context, vm: VmDefinition) {
   );
 }
 
-/** Poll `cloud-init status` over SSH until it reports done (or error). */
-export async function waitForCloudInit(ctx: Context, vm: VmDefinition, timeoutMs: number): Promise<void> {
+/** Why a VM being waited on will not get there (undefined: it still may). */
+export type StuckCheck = () => Promise<string | undefined>;
+
+/** Its QEMU gone, or its console at a dead end (src/qemu/liveness). */
+export function vmStuckCheck(ctx: Context, vm: VmDefinition): StuckCheck {
+  return () => whyStuck(vm.name, vmFiles(ctx.app, vm.name));
+}
+
+/** Poll `cloud-init status` over SSH until it reports done (or error), or the VM cannot get there. */
+export async function waitForCloudInit(
+  ctx: Context,
+  vm: VmDefinition,
+  timeoutMs: number,
+  stuck: StuckCheck = vmStuckCheck(ctx, vm),
+): Promise<void> {
   const target = await sshTarget(ctx, vm);
   const key = (await labSshKey(ctx.app)).path;
   const argv = sshArgv(key, target, ['cloud-init', 'status'], true);
@@ -54,6 +69,8 @@ export async function waitForCloudInit(ctx: Context, vm: VmDefinition, timeoutMs
         `cloud-init on ${vm.name} finished with errors:\n${(long.stdout || last).trim()}`,
       );
     }
+    const why = await stuck();
+    if (why) throw new PvmlabError(`${vm.name} will not become ready: ${why}`);
     await new Promise((res) => setTimeout(res, 3000));
   }
   throw new PvmlabError(

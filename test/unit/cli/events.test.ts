@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import type { Context } from '../../../src/cli/context.js';
 import { waitForReady, type StackEvent } from '../../../src/cli/events.js';
+import { waitForCloudInit } from '../../../src/cli/wait.js';
+import { defaultLabConfig } from '../../../src/lab/config.js';
 import type { VmDefinition } from '../../../src/core/vmdef.js';
 import { fakeRunner } from '../../helpers/runner.js';
 
@@ -64,6 +66,9 @@ function ev(s: number, type: string, detail?: StackEvent['detail']): StackEvent 
     ...(detail ? { detail } : {}),
   };
 }
+
+/** The VM is up the whole time (the stuck check's own tests are in test/unit/qemu/liveness.test.ts). */
+const RUNNING = () => Promise.resolve(undefined);
 
 const BOOT = [ev(1, 'dhcp.ack', { ip: '10.217.0.2' }), ev(2, 'http.ipxe', { script: 'install' })];
 
@@ -129,7 +134,7 @@ test('waitForReady fails fast with the reason on each kind of failure event, and
     // The failure shows up on the third poll; the timeout is far away.
     const { ctx, polls } = await fakeStack(t, (n) => (n < 3 ? BOOT : [...BOOT, failure]));
     const started = Date.now();
-    await assert.rejects(waitForReady(ctx, pxe1, START, 60_000, 20), { message }, what);
+    await assert.rejects(waitForReady(ctx, pxe1, START, 60_000, 20, RUNNING), { message }, what);
     assert.ok(Date.now() - started < 5000, `${what}: failed fast`);
     assert.equal(polls(), 3, what);
   }
@@ -149,21 +154,21 @@ test('waitForReady fails fast with the reason on each kind of failure event, and
   const { ctx, polls } = await fakeStack(t, (n) =>
     n < 4 ? harmless : [...harmless, ev(60, 'installer.done'), ev(90, 'ready')],
   );
-  assert.equal(await waitForReady(ctx, pxe1, START, 60_000, 20), 'ready');
+  assert.equal(await waitForReady(ctx, pxe1, START, 60_000, 20, RUNNING), 'ready');
   assert.equal(polls(), 4);
 
   // --installer-no-reboot: the installer says it is done and stays; no ready will come.
   const stays = await fakeStack(t, (n) =>
     n < 2 ? BOOT : [...BOOT, ev(60, 'installer.done', { seconds: 24.6, reboot: false })],
   );
-  assert.equal(await waitForReady(stays.ctx, pxe1, START, 60_000, 20), 'installed');
+  assert.equal(await waitForReady(stays.ctx, pxe1, START, 60_000, 20, RUNNING), 'installed');
   // A done that reboots is not the end: it goes on waiting for ready.
   const reboots = await fakeStack(t, () => [...BOOT, ev(60, 'installer.done', { reboot: true })]);
-  await assert.rejects(waitForReady(reboots.ctx, pxe1, START, 300, 20), { message: /^timed out/ });
+  await assert.rejects(waitForReady(reboots.ctx, pxe1, START, 300, 20, RUNNING), { message: /^timed out/ });
 
   // Without a ready, the same events run into the timeout, not into a failure.
   const slow = await fakeStack(t, () => harmless);
-  await assert.rejects(waitForReady(slow.ctx, pxe1, START, 300, 20), {
+  await assert.rejects(waitForReady(slow.ctx, pxe1, START, 300, 20, RUNNING), {
     message: /^timed out waiting for pxe1 to be ready \(last: http\.ipxe\)$/,
   });
   assert.ok(slow.polls() > 3);
@@ -174,5 +179,49 @@ test('waitForReady fails fast with the reason on each kind of failure event, and
     ev(3, 'http.error', { path: '/images/testos/x86_64/vmlinuz', status: 404 }),
     ev(90, 'ready'),
   ]);
-  await waitForReady(both.ctx, pxe1, START, 60_000, 20);
+  await waitForReady(both.ctx, pxe1, START, 60_000, 20, RUNNING);
+});
+
+test('waitForReady: a VM that cannot get there any more (QEMU gone, console at a dead end) fails at once', async (t) => {
+  const { ctx, polls } = await fakeStack(t, () => BOOT);
+  let checks = 0;
+  const stuck = () =>
+    Promise.resolve(++checks < 3 ? undefined : "VM 'pxe1' is not running any more (its QEMU exited)");
+  const started = Date.now();
+  await assert.rejects(waitForReady(ctx, pxe1, START, 60_000, 20, stuck), {
+    message:
+      "pxe1 will not become ready: VM 'pxe1' is not running any more (its QEMU exited); see: pvmlab vm events pxe1",
+  });
+  assert.ok(Date.now() - started < 5000);
+  assert.equal(polls(), 3);
+  // The default check looks at the VM's own files: with no QEMU behind them, the first poll ends it.
+  const none = await fakeStack(t, () => BOOT);
+  await assert.rejects(
+    waitForReady(none.ctx, pxe1, START, 60_000, 20),
+    /will not become ready: VM 'pxe1' is not running/,
+  );
+  assert.equal(none.polls(), 1);
+});
+
+test('waitForCloudInit: a VM that stopped ends the wait with the reason, not at the timeout', async () => {
+  // The host holds the default lab's address on its bridge: the VM is reached directly.
+  const onLab = JSON.stringify([{ addr_info: [{ local: defaultLabConfig().host_ip }] }]);
+  const { runner, calls } = fakeRunner((line) =>
+    line.startsWith('ip -j addr show')
+      ? { stdout: onLab }
+      : line.startsWith('ssh ')
+        ? { code: 255, stderr: 'ssh: connect to host 10.217.0.9 port 22: No route to host' }
+        : {},
+  );
+  const ctx: Context = { app: '/nonexistent/.pvmlab', runner, env: {} };
+  const disk1: VmDefinition = { name: 'disk1', role: 'target', arch: 'x86_64', ip: '10.217.0.9', mac: MAC };
+  let checks = 0;
+  const stuck = () =>
+    Promise.resolve(++checks < 2 ? undefined : "VM 'disk1' panicked: Kernel panic - not syncing: x");
+  const started = Date.now();
+  await assert.rejects(waitForCloudInit(ctx, disk1, 60_000, stuck), {
+    message: "disk1 will not become ready: VM 'disk1' panicked: Kernel panic - not syncing: x",
+  });
+  assert.ok(Date.now() - started < 10_000);
+  assert.equal(calls.filter((c) => c.startsWith('ssh ')).length, 2);
 });
