@@ -154,7 +154,7 @@ describe('VM lifecycle on a real bridge inside a network namespace', { timeout: 
     await ok(['vm', 'clean', 'arm1']);
   });
 
-  test('a disk VM boots its OS from disk and powers off gracefully through QMP power-down', async () => {
+  test('a disk VM boots its OS from disk and powers off gracefully through QMP power-down; a --wait on it then ends', async () => {
     await ok([
       'vm',
       'create',
@@ -168,11 +168,21 @@ describe('VM lifecycle on a real bridge inside a network namespace', { timeout: 
       '--disk-size',
       '1G',
     ]);
-    await ok(['vm', 'start', 'disk1']);
+    // The test guest has no cloud-init or SSH: `--wait` waits until the VM stops, then says so.
+    const waiting = cli(['vm', 'start', 'disk1', '--wait'], 600_000);
     await waitFor('the guest OS to come up', () => log('disk1').includes(GUEST_READY) || undefined, 240_000);
     assert.match(log('disk1'), /power-button=\/dev\/input\/event\d/);
     const stop = await ok(['vm', 'stop', 'disk1', '--timeout', '60']);
     assert.match(stop.stderr, /stopped \(powered off\)/);
+    const stoppedAt = Date.now();
+    const waited = await waiting;
+    assert.equal(waited.code, 1, waited.stderr);
+    assert.match(
+      waited.stderr,
+      /disk1 will not become ready: VM 'disk1' is not running any more \(its QEMU exited\)/,
+    );
+    // One SSH attempt (at most 20 s) and a pause after the stop, not the 10-minute timeout.
+    assert.ok(Date.now() - stoppedAt < 60_000, `--wait ended ${Date.now() - stoppedAt} ms after the stop`);
     assert.ok(log('disk1').includes(GUEST_POWEROFF), 'the guest itself handled the power button');
     await ok(['vm', 'clean', 'disk1']);
   });
