@@ -72,3 +72,25 @@ export async function readTextIfExists(path: string): Promise<string | undefined
     throw namedFsError(err, `cannot read ${path}`);
   }
 }
+
+/**
+ * The end of a growing file (a log) as text: from byte `offset`, and no more than its last
+ * `maxBytes`. '' when it cannot be opened (not written yet) or holds nothing past `offset`.
+ */
+export async function readFileEnd(
+  path: string,
+  { offset = 0, maxBytes = Infinity }: { offset?: number; maxBytes?: number } = {},
+): Promise<string> {
+  const fh = await fs.open(path, 'r').catch(() => undefined);
+  if (!fh) return '';
+  try {
+    const size = (await fh.stat()).size;
+    const from = Math.max(offset, size - maxBytes);
+    if (size <= from) return '';
+    const buf = Buffer.alloc(size - from);
+    await fh.read(buf, 0, buf.length, from);
+    return buf.toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}

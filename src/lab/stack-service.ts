@@ -10,7 +10,7 @@ import {
   type ProcessExit,
   type Runner,
 } from '../core/exec.js';
-import { namedFsError, writeFileAtomic } from '../core/fsutil.js';
+import { namedFsError, readFileEnd, writeFileAtomic } from '../core/fsutil.js';
 import { labDirs } from '../core/paths.js';
 import { replaceStaleDnsmasq } from '../stack/dnsmasq.js';
 import { withLock, type LockOptions } from '../core/lockfile.js';
@@ -190,25 +190,11 @@ export async function fetchHealth(url: string, timeoutMs = 2000, requireOk = tru
 
 /** The last `lines` lines of the log written since `offset`. */
 export async function logTail(path: string, offset: number, lines: number): Promise<string[]> {
-  const text = await readFrom(path, offset);
+  const text = await readFileEnd(path, { offset });
   return text
     .split('\n')
     .filter((l) => l.trim().length > 0)
     .slice(-lines);
-}
-
-async function readFrom(path: string, offset: number): Promise<string> {
-  const fh = await fs.open(path, 'r').catch(() => undefined);
-  if (!fh) return '';
-  try {
-    const size = (await fh.stat()).size;
-    if (size <= offset) return '';
-    const buf = Buffer.alloc(size - offset);
-    await fh.read(buf, 0, buf.length, offset);
-    return buf.toString('utf8');
-  } finally {
-    await fh.close();
-  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -416,7 +402,7 @@ async function waitReady(
   let lastError = '';
   for (;;) {
     if (state.exit) throw new NotReady(describeExit(state.exit));
-    serving ||= SERVING.test(await readFrom(logFile, offset));
+    serving ||= SERVING.test(await readFileEnd(logFile, { offset }));
     if (serving) {
       try {
         await fetchHealth(url, 1000);

@@ -3,7 +3,7 @@
  * serial console does not show a dead end a guest never leaves by itself. Without this, a VM
  * that powered off or panicked kept `vm start --wait` waiting for its whole timeout.
  */
-import { promises as fs } from 'node:fs';
+import { readFileEnd } from '../core/fsutil.js';
 import { vmProcess } from './process.js';
 
 /** Console text after which the guest goes no further; `why` completes "VM 'x' …". */
@@ -25,22 +25,6 @@ export function consoleDeadEnd(text: string): string | undefined {
   return undefined;
 }
 
-async function readTail(path: string): Promise<string> {
-  let fh: fs.FileHandle | undefined;
-  try {
-    fh = await fs.open(path, 'r');
-    const { size } = await fh.stat();
-    const length = Math.min(size, TAIL_BYTES);
-    const buf = Buffer.alloc(length);
-    await fh.read(buf, 0, length, size - length);
-    return buf.toString('utf8');
-  } catch {
-    return ''; // no console log (yet): nothing to judge by
-  } finally {
-    await fh?.close();
-  }
-}
-
 /**
  * Why the VM will not become ready, or undefined while it may: its QEMU is gone, or its console
  * (truncated at each start, so this boot's) ends in a dead end.
@@ -51,6 +35,8 @@ export async function whyStuck(
 ): Promise<string | undefined> {
   if ((await vmProcess(files.pid)).state !== 'running')
     return `VM '${name}' is not running any more (its QEMU exited); its console: ${files.log}`;
-  const dead = consoleDeadEnd(await readTail(files.log));
+  const dead = consoleDeadEnd(
+    await readFileEnd(files.log, { maxBytes: TAIL_BYTES }).catch(() => ''), // unreadable: nothing to judge by
+  );
   return dead ? `VM '${name}' ${dead}; its console: ${files.log}` : undefined;
 }
